@@ -1,0 +1,33 @@
+"""One error type for bad user input: it always names the offending key."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """Bad input. ``str(err)`` is the one line shown to the user: ``path: what is wrong``."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+def _describe(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def from_validation_error(exc, prefix: str = "") -> ConfigError:
+    """Turn the first error of a pydantic ValidationError into a ConfigError with a dotted path."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if not str(p).startswith("function-")]
+    path = ".".join([prefix] * bool(prefix) + loc)
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return ConfigError(path, "unknown key")
+    if kind == "missing":
+        return ConfigError(path, "missing required key")
+    msg = err.get("msg", "invalid value")
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    if "input" in err and kind not in ("value_error",):
+        msg = f"{msg}, got {_describe(err['input'])}"
+    return ConfigError(path, msg.removeprefix("value error, "))

@@ -1,0 +1,102 @@
+"""``mimax train``: one trial in the foreground, with a progress bar or JSON lines."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from mimax.trainables.config import apply_overrides, load_yaml, validate
+
+
+def _fmt(v, spec=".4f"):
+    return "—" if v is None else format(v, spec)
+
+
+def train_command(args) -> int:
+    from mimax.cli import emit_json
+
+    raw = apply_overrides(load_yaml(args.config), args.overrides)
+    validate(raw)  # bad input fails here, before any data is loaded
+    from mimax.trainables.loop import Trainer
+
+    trainer = Trainer(raw)
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        trainer.load(args.checkpoint)
+    start = trainer.start_record()
+    t0 = time.perf_counter()
+    records = []
+
+    def checkpoint():
+        if args.checkpoint:
+            tmp = args.checkpoint + ".tmp"
+            trainer.save(tmp)
+            os.replace(tmp, args.checkpoint)  # never leave a half-written checkpoint
+
+    if args.json:
+        emit_json(start)
+        for rec in trainer.run():
+            records.append(rec)
+            emit_json(rec)
+            checkpoint()
+    else:
+        records = _run_with_progress(trainer, start, checkpoint)
+    end = {
+        "event": "end",
+        "step": trainer.step,
+        "wall_s": time.perf_counter() - t0,
+        "status": "diverged" if records and records[-1]["event"] == "diverged" else "completed",
+        "final": records[-1] if records else None,
+    }
+    if args.json:
+        emit_json(end)
+    else:
+        _summary(start, records, end)
+    return 0
+
+
+def _run_with_progress(trainer, start, checkpoint):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    cfg = trainer.cfg
+    console.print(
+        f"[bold]mimax train[/] {cfg.encoder['name']} × {cfg.critic['name'] if cfg.critic else '—'} × "
+        f"{cfg.estimator['name'] if cfg.estimator else cfg.train.mode} on {cfg.data['name']} "
+        f"({start['device']}); parameters {start['params']}"
+    )
+    records = []
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}")]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("steps", total=cfg.train.steps, completed=trainer.step, last="")
+        runner = trainer.run()
+        for rec in runner:
+            records.append(rec)
+            last = f"bound {_fmt(rec.get('bound_train'))} acc {_fmt(rec.get('probe_accuracy'))}"
+            progress.update(task, completed=trainer.step, last=last)
+            if rec["event"] == "eval":
+                checkpoint()
+    return records
+
+
+def _summary(start, records, end):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{end['status']} after {end['step']} steps in {end['wall_s']:.1f} s")
+    for col in ("step", "loss", "bound_train", "bound_test", "probe_accuracy"):
+        table.add_column(col, justify="right")
+    for r in records:
+        if r["event"] == "eval":
+            table.add_row(str(r["step"]), _fmt(r["loss"]), _fmt(r["bound_train"]), _fmt(r["bound_test"]),
+                          _fmt(r["probe_accuracy"]))
+    console = Console()
+    console.print(table)
+    extra = []
+    if start.get("ceiling") is not None:
+        extra.append(f"ceiling log K = {start['ceiling']:.4f} nats")
+    if start.get("true_mi") is not None:
+        extra.append(f"true MI = {start['true_mi']:.4f} nats")
+    if extra:
+        console.print("; ".join(extra))

@@ -1,0 +1,229 @@
+"""The trial config: typed, validated at the edge, every unknown key or value an error that names it.
+
+A config is a nested mapping (usually YAML)::
+
+    data: {name: mnist}
+    encoder: {name: mlp}
+    critic: {name: bilinear}
+    estimator: {name: nce}
+    train: {steps: 2000, batch_size: 128, lr: 1.0e-4}
+    eval: {every: 500, probe: torch}
+    seed: 0
+
+Component sections hold a ``name`` from their registry plus that component's own parameters.
+``validate`` returns a ``TrialConfig`` whose component sections are complete (defaults filled in),
+so the stored config says exactly what ran.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mimax.errors import ConfigError, from_validation_error
+from mimax.trainables.base import Params, ViewSpec, lookup, parse_params
+from mimax.trainables.critics import CRITICS
+from mimax.trainables.data import DATASETS
+from mimax.trainables.encoders import ENCODERS
+from mimax.trainables.estimators import ESTIMATORS
+from mimax.trainables.probes import PROBES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(ge=0)
+    batch_size: int = Field(default=128, ge=2)
+    lr: float = Field(default=1e-4, gt=0)
+    mode: Literal["infomax", "adversarial"] = "infomax"
+
+
+class EvalConfig(_Strict):
+    every: int = Field(ge=1)
+    probe: str | dict = "torch"
+    bound_batches: int = Field(default=20, ge=1)
+    probe_train_size: int | None = Field(default=None, ge=10)
+    jacobian: bool = False
+    jacobian_batch: int = Field(default=128, ge=1)
+
+
+class AdversarialConfig(_Strict):
+    """Fig. 1c: a linear softmax classifier against an encoder that tries to make its output uniform."""
+
+    warmup: int = Field(default=1000, ge=0)
+    classifier_steps: int = Field(default=10, ge=1)
+    classifier_lr: float = Field(default=1e-3, gt=0)
+    encoder_lr: float = Field(default=1e-5, gt=0)
+
+
+class TrialConfig(_Strict):
+    data: dict
+    encoder: dict
+    critic: dict | None = None
+    estimator: dict | None = None
+    train: TrainConfig
+    eval: EvalConfig
+    adversarial: AdversarialConfig | None = None
+    seed: int = Field(default=0, ge=0)
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A validated config with each component's class and parameters looked up."""
+
+    config: TrialConfig
+    data: tuple[type, Params]
+    encoder: tuple[type, Params]
+    critic: tuple[type, Params] | None
+    estimator: tuple[type, Params] | None
+    probe: tuple[type, Params] | None
+    view: ViewSpec
+
+
+def _section(raw: Any, family: str) -> dict:
+    """A component section: ``{name: ..., **params}``; a bare string is shorthand for ``{name: s}``."""
+    if isinstance(raw, str):
+        return {"name": raw}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(family, f"expected a mapping with a 'name', got {raw!r}")
+    if "name" not in raw:
+        raise ConfigError(f"{family}.name", "missing required key")
+    return dict(raw)
+
+
+def _component(registry, family: str, raw: Any) -> tuple[type, Params, dict]:
+    section = _section(raw, family)
+    cls = lookup(registry, family, section["name"])
+    params = parse_params(cls, section, family)
+    return cls, params, {"name": section["name"], **params.model_dump(mode="json")}
+
+
+def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
+    """Validate a raw config; raise ConfigError naming the first offending key."""
+    if isinstance(raw, TrialConfig):
+        raw = raw.to_dict()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("", f"a trial config must be a mapping, got {type(raw).__name__}")
+    try:
+        cfg = TrialConfig(**raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+    data_cls, data_params, data_sec = _component(DATASETS, "data", cfg.data)
+    enc_cls, enc_params, enc_sec = _component(ENCODERS, "encoder", cfg.encoder)
+    view = data_cls.spec_for(data_params)
+    enc_cls.check(enc_params, view)
+
+    adversarial = cfg.train.mode == "adversarial"
+    crit = est = None
+    crit_sec = est_sec = None
+    if adversarial:
+        for key in ("critic", "estimator"):
+            if getattr(cfg, key) is not None:
+                raise ConfigError(key, "not used by train.mode 'adversarial'; remove it")
+        if not data_cls.labelled:
+            raise ConfigError("train.mode", f"'adversarial' needs labelled data; data {data_sec['name']!r} has none")
+    else:
+        if cfg.adversarial is not None:
+            raise ConfigError("adversarial", "only used with train.mode 'adversarial'")
+        for key in ("critic", "estimator"):
+            if getattr(cfg, key) is None:
+                raise ConfigError(f"{key}.name", "missing required key")
+        crit_cls, crit_params, crit_sec = _component(CRITICS, "critic", cfg.critic)
+        est_cls, est_params, est_sec = _component(ESTIMATORS, "estimator", cfg.estimator)
+        enc_out = enc_cls.output_dim(enc_params, view)
+        crit_cls.check(crit_params, enc_out, enc_out)
+        crit, est = (crit_cls, crit_params), (est_cls, est_params)
+
+    probe = None
+    probe_sec: Any = cfg.eval.probe
+    if probe_sec != "none":
+        p_cls, p_params, probe_sec = _component(PROBES, "eval.probe", cfg.eval.probe)
+        if not data_cls.labelled:
+            raise ConfigError(
+                "eval.probe", f"a probe needs labels; data {data_sec['name']!r} has none (use probe: none)"
+            )
+        probe = (p_cls, p_params)
+    if cfg.device not in ("cpu", "cuda", "auto") and not cfg.device.startswith("cuda:"):
+        raise ConfigError("device", f"expected cpu, cuda, cuda:N or auto, got {cfg.device!r}")
+
+    full = cfg.model_copy(
+        update={
+            "data": data_sec,
+            "encoder": enc_sec,
+            "critic": crit_sec,
+            "estimator": est_sec,
+            "eval": cfg.eval.model_copy(update={"probe": probe_sec}),
+            "adversarial": (cfg.adversarial or AdversarialConfig()) if adversarial else None,
+        }
+    )
+    return Resolved(full, (data_cls, data_params), (enc_cls, enc_params), crit, est, probe, view)
+
+
+def validate(raw: Mapping[str, Any] | TrialConfig) -> TrialConfig:
+    return resolve(raw).config
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as a YAML scalar)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError("--set", f"expected key=value with a dotted key, got {item!r}")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):
+        try:  # YAML 1.1 reads 3e-4 (no dot) as a string; a user means the number
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict:
+    """Apply ``--set key=value`` items; a component section's params are dropped when its name changes."""
+    out = copy.deepcopy(dict(raw))
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and path[i + 1] != "name":
+                child = {"name": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(path[: i + 1]), f"is not a section (value {child!r})")
+            node[part] = child = dict(child)
+            node = child
+        last = path[-1]
+        if last == "name" and isinstance(node, dict) and node.get("name") != value:
+            # A new component keeps none of the old one's parameters.
+            for k in [k for k in node if k != "name"]:
+                del node[k]
+        node[last] = value
+    return out
+
+
+def load_yaml(path: str) -> dict:
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError("", f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{path}: a trial config must be a mapping")
+    return raw

@@ -1,0 +1,53 @@
+"""Alembic environment for mimax's own tables.
+
+mimax runs this programmatically (``mimax.study.store``), handing over an open connection whose
+transaction it owns; ``alembic -x url=...`` from a shell works too. Optuna's tables live in the same
+database with Optuna's own ``alembic_version``: mimax records its revision in
+``mimax_alembic_version`` and autogenerate looks only at tables named ``mimax_*``.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from mimax.study.models import Base
+
+VERSION_TABLE = "mimax_alembic_version"
+config = context.config
+
+
+def include_name(name, type_, parent_names) -> bool:
+    return type_ != "table" or (name or "").startswith("mimax_")
+
+
+def _configure(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        version_table=VERSION_TABLE,
+        include_name=include_name,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
+        compare_type=True,
+    )
+
+
+def run_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _configure(connection)
+        with context.begin_transaction():  # a no-op inside the caller's transaction
+            context.run_migrations()
+        return
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        _configure(conn)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("mimax migrations run online only: pass -x url=<database url>")
+run_online()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Callable
 
@@ -62,8 +63,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN or inf
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def emit_json(record: dict) -> None:
-    print(json.dumps(record, allow_nan=False), flush=True)
+    print(json.dumps(_finite(record), allow_nan=False), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

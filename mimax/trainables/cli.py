@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from mimax.errors import ConfigError
 from mimax.trainables.config import apply_overrides, load_yaml, validate
 
 
@@ -21,7 +22,10 @@ def train_command(args) -> int:
 
     trainer = Trainer(raw)
     if args.checkpoint and os.path.exists(args.checkpoint):
-        trainer.load(args.checkpoint)
+        try:
+            trainer.load(args.checkpoint)
+        except ConfigError as exc:
+            raise ConfigError("--checkpoint", f"{args.checkpoint} {exc.message}") from None
     start = trainer.start_record()
     t0 = time.perf_counter()
     records = []
@@ -37,7 +41,8 @@ def train_command(args) -> int:
         for rec in trainer.run():
             records.append(rec)
             emit_json(rec)
-            checkpoint()
+            if rec["event"] == "eval":  # never checkpoint the weights of a diverged run
+                checkpoint()
     else:
         records = _run_with_progress(trainer, start, checkpoint)
     end = {

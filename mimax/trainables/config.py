@@ -63,10 +63,10 @@ class AdversarialConfig(_Strict):
 
 
 class TrialConfig(_Strict):
-    data: dict
-    encoder: dict
-    critic: dict | None = None
-    estimator: dict | None = None
+    data: dict | str
+    encoder: dict | str
+    critic: dict | str | None = None
+    estimator: dict | str | None = None
     train: TrainConfig
     eval: EvalConfig
     adversarial: AdversarialConfig | None = None
@@ -133,6 +133,8 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
                 raise ConfigError(key, "not used by train.mode 'adversarial'; remove it")
         if not data_cls.labelled:
             raise ConfigError("train.mode", f"'adversarial' needs labelled data; data {data_sec['name']!r} has none")
+        if not enc_cls.has_parameters:
+            raise ConfigError("encoder.name", f"'adversarial' trains the encoder; {enc_sec['name']} has no parameters")
     else:
         if cfg.adversarial is not None:
             raise ConfigError("adversarial", "only used with train.mode 'adversarial'")
@@ -143,6 +145,9 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
         est_cls, est_params, est_sec = _component(ESTIMATORS, "estimator", cfg.estimator)
         enc_out = enc_cls.output_dim(enc_params, view)
         crit_cls.check(crit_params, enc_out, enc_out)
+        if not (enc_cls.has_parameters or crit_cls.has_parameters or est_cls.has_parameters):
+            raise ConfigError("critic.name", f"{enc_sec['name']} encoders with a {crit_sec['name']} critic and "
+                                             f"{est_sec['name']} leave nothing to train")
         crit, est = (crit_cls, crit_params), (est_cls, est_params)
 
     probe = None
@@ -199,7 +204,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict:
         node = out
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
-            if isinstance(child, str) and path[i + 1] != "name":
+            if isinstance(child, str):  # a bare component name is shorthand for {name: ...}
                 child = {"name": child}
             if child is None:
                 child = {}

@@ -23,6 +23,7 @@ class Critic(nn.Module):
     """
 
     name: ClassVar[str]
+    has_parameters: ClassVar[bool] = True  # False: nothing here for an optimiser
     Params: ClassVar[type[Params]] = Params
 
     def __init__(self, params: Params, dim_u: int, dim_v: int):
@@ -127,6 +128,7 @@ class Inner(Critic):
     """uᵀ v (no parameters)."""
 
     name = "inner"
+    has_parameters = False
 
     @classmethod
     def check(cls, params: Params, dim_u: int, dim_v: int) -> None:
@@ -140,6 +142,7 @@ class Cosine(Critic):
     """cos(u_i, v_j) / temperature (no parameters)."""
 
     name = "cosine"
+    has_parameters = False
 
     class Params(Params):
         temperature: float = Field(default=0.1, gt=0)

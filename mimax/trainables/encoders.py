@@ -25,6 +25,7 @@ class Encoder(nn.Module):
     """
 
     name: ClassVar[str]
+    has_parameters: ClassVar[bool] = True  # False: nothing here for an optimiser
     Params: ClassVar[type[Params]] = Params
 
     def __init__(self, params: Params, view: ViewSpec):
@@ -68,6 +69,7 @@ class Identity(Encoder):
     """Raw pixels: the probe's pixel baseline. No parameters."""
 
     name = "identity"
+    has_parameters = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

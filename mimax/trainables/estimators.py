@@ -39,6 +39,7 @@ class Estimator(nn.Module):
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = EstimatorParams
     is_lower_bound: ClassVar[bool] = True
+    has_parameters: ClassVar[bool] = False  # TUBA learns a baseline
 
     def __init__(self, params: EstimatorParams):
         super().__init__()
@@ -216,6 +217,7 @@ class TUBA(Estimator):
     """
 
     name = "tuba"
+    has_parameters = True
 
     def __init__(self, params: EstimatorParams):
         super().__init__(params)

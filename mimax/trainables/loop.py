@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from mimax.errors import ConfigError
 from mimax.trainables.config import Resolved, TrialConfig, resolve
 from mimax.trainables.diagnostics import log_condition_numbers, percentiles
 
@@ -90,6 +91,8 @@ class Trainer:
 
     def param_counts(self) -> dict[str, int]:
         out = {"g1": n_params(self.g1), "g2": n_params(self.g2), "critic": n_params(self.critic)}
+        if n_params(self.estimator):
+            out["estimator"] = n_params(self.estimator)
         if self.classifier is not None:
             out["classifier"] = n_params(self.classifier)
         return out
@@ -277,7 +280,7 @@ class Trainer:
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
         if state["config"] != self.cfg.to_dict():
-            raise ValueError("checkpoint was written by a different trial config")
+            raise ConfigError("checkpoint", "was written by a different trial config")
         for n, m in self._modules().items():
             m.load_state_dict(state["modules"][n])
         self.opt.load_state_dict(state["opt"])

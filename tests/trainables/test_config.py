@@ -115,3 +115,31 @@ def test_overrides():
     cfg = apply_overrides(with_(critic="separable"), ["critic.hidden=7"])
     assert cfg["critic"] == {"name": "separable", "hidden": 7}
     validate(cfg)
+
+
+def test_nothing_to_train_is_refused():
+    cfg = with_(data={"name": "gaussian", "dim": 2, "mi": 1.0}, encoder={"name": "identity"},
+                critic={"name": "inner"}, eval={"every": 5, "probe": "none"})
+    with pytest.raises(ConfigError, match="critic.name: .*nothing to train"):
+        validate(cfg)
+    cfg["estimator"] = {"name": "tuba"}  # TUBA learns a baseline: something to train
+    validate(cfg)
+
+
+def test_bare_component_names_are_shorthand():
+    cfg = with_(data="mnist", encoder="mlp", critic="bilinear", estimator="nce")
+    full = validate(cfg).to_dict()
+    assert full["encoder"]["name"] == "mlp" and full["data"]["name"] == "mnist"
+    out = apply_overrides(cfg, ["eval.probe.name=sklearn", "encoder.out_dim=8"])
+    assert out["eval"]["probe"] == {"name": "sklearn"} and out["encoder"] == {"name": "mlp", "out_dim": 8}
+
+
+def test_cli_checkpoint_of_another_config_is_one_line(tmp_path, capsys, small_config):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(small_config))
+    ck = str(tmp_path / "run.pt")
+    assert main(["train", str(f), "--json", "--checkpoint", ck, "--set", "train.steps=10"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(f), "--json", "--checkpoint", ck, "--set", "train.steps=20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mimax: error: --checkpoint:") and "different trial config" in err[0]

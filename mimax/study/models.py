@@ -63,7 +63,7 @@ class Study(Base):
     space_source: Mapped[str] = mapped_column(Text)
     space_json: Mapped[str] = mapped_column(Text)
     space_fingerprint: Mapped[str] = mapped_column(String(128))
-    budget: Mapped[str] = mapped_column(Text)  # a budget name of the space: smoke, cpu, paper, ...
+    budget: Mapped[str | None] = mapped_column(Text, nullable=True)  # smoke, cpu, paper, ...; None: no budgets
     sampler: Mapped[str] = mapped_column(String(64))
     directions: Mapped[str] = mapped_column(Text)  # JSON list
     metrics: Mapped[str] = mapped_column(Text)  # JSON list

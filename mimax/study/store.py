@@ -406,7 +406,7 @@ class Store:
         space_source: str,
         space_json: Any,
         space_fingerprint: str,
-        budget: str,
+        budget: str | None,
         sampler: str,
         directions: list[str],
         metrics: list[str],
@@ -422,7 +422,7 @@ class Store:
             Study,
             dict(
                 name=name, space_source=str(space_source), space_json=space_json,
-                space_fingerprint=space_fingerprint, budget=str(budget), sampler=sampler,
+                space_fingerprint=space_fingerprint, budget=None if budget is None else str(budget), sampler=sampler,
                 directions=list(directions), metrics=list(metrics), seeds=int(seeds),
                 n_configs_requested=n_configs_requested, optuna_study_name=optuna_study_name,
                 results_dir=str(results_dir), status=status, created_at=now, updated_at=now,

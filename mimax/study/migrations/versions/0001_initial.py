@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("space_source", sa.Text, nullable=False),
         sa.Column("space_json", sa.Text, nullable=False),
         sa.Column("space_fingerprint", sa.String(128), nullable=False),
-        sa.Column("budget", sa.Text, nullable=False),
+        sa.Column("budget", sa.Text, nullable=True),
         sa.Column("sampler", sa.String(64), nullable=False),
         sa.Column("directions", sa.Text, nullable=False),
         sa.Column("metrics", sa.Text, nullable=False),

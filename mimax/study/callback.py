@@ -1,0 +1,165 @@
+"""Write what Ray Tune reports into the store, from the driver, batched off Tune's event loop."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from mimax.study.outcome import final_state
+from mimax.trainables.tune_adapter import read_meta
+
+log = logging.getLogger(__name__)
+# Ray's own bookkeeping keys: not part of the evaluation record.
+RAY_KEYS = {
+    "done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
+    "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "config",
+    "should_checkpoint", "experiment_tag",
+}
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StoreWriter:
+    """A thread that drains a queue of writes into the store in batches, and keeps the driver lease."""
+
+    def __init__(self, store, study_name: str, owner: str, interval_s: float = 0.25, heartbeat_s: float = 5.0):
+        self.store, self.study_name, self.owner = store, study_name, owner
+        self.interval_s, self.heartbeat_s = interval_s, heartbeat_s
+        self.q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="mimax-store-writer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, kind: str, payload: Any) -> None:
+        self._idle.clear()
+        self.q.put((kind, payload))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Block until everything queued so far is in the database."""
+        done = threading.Event()
+        self.q.put(("barrier", done))
+        if not done.wait(timeout):
+            raise TimeoutError("the store writer did not drain in time")
+        if self.error:
+            raise self.error
+
+    def stop(self) -> None:
+        self.flush()
+        self._stop.set()
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        last_beat = 0.0
+        while not self._stop.is_set():
+            items = []
+            try:
+                items.append(self.q.get(timeout=self.interval_s))
+                while True:
+                    items.append(self.q.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                self._write(items)
+                if time.monotonic() - last_beat > self.heartbeat_s:
+                    self.store.heartbeat(self.study_name, self.owner)
+                    last_beat = time.monotonic()
+            except BaseException as exc:  # keep the thread alive; surface on flush
+                log.exception("writing to the results store failed")
+                self.error = exc
+
+    def _write(self, items: list) -> None:
+        evals: list[dict] = []
+        for kind, payload in items:
+            if kind == "eval":
+                evals.append(payload)
+                continue
+            if evals:
+                self.store.write_evaluations(self.study_name, evals)
+                evals = []
+            if kind == "trial":
+                key, fields = payload
+                self.store.update_trial(self.study_name, key, **fields)
+            elif kind == "barrier":
+                payload.set()
+        if evals:
+            self.store.write_evaluations(self.study_name, evals)
+
+
+class StoreCallback(tune.Callback):
+    def __init__(self, writer: StoreWriter, progress=None):
+        self.writer = writer
+        self.progress = progress
+
+    @staticmethod
+    def _key(trial) -> str:
+        return trial.config["trial_key"]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        res = trial.placement_group_factory.required_resources if trial.placement_group_factory else None
+        self.writer.put("trial", (self._key(trial), {"state": "running", "resources": res,
+                                                      "ray_trial_id": trial.trial_id}))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        record = {k: v for k, v in result.items() if k not in RAY_KEYS and not k.startswith("params.")}
+        record.pop("trial_key", None)
+        node = f"{result.get('node_ip')}/{result.get('node_id')}" if result.get("node_id") else None
+        fields: dict[str, Any] = {"last_step": result.get("step"), "node": node}
+        if result.get("event") == "diverged":
+            fields.update(state="diverged", ended_at=now(), error=result.get("reason"))
+        self.writer.put("eval", {"trial_key": self._key(trial), "step": int(result["step"]), "record": record,
+                                 "trial": fields})
+        if self.progress:
+            self.progress.on_result(trial, result)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        meta = read_meta(checkpoint.path) if Path(checkpoint.path).exists() else None
+        if meta and meta.get("trial_key") == self._key(trial):
+            self.writer.put("trial", (self._key(trial), {"checkpoint": checkpoint.path,
+                                                          "checkpoint_step": meta["step"]}))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        steps = trial.config["trial"]["train"]["steps"]
+        state = final_state(trial.last_result, steps, error=False)
+        self.writer.put("trial", (self._key(trial), {"state": state, "ended_at": now()}))
+        if self.progress:
+            self.progress.on_end(trial, state)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.writer.put("trial", (self._key(trial), {"state": "failed", "ended_at": now(),
+                                                      "error": _error_text(trial)}))
+        if self.progress:
+            self.progress.on_end(trial, "failed")
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.progress:
+            self.progress.refresh()
+
+    def on_experiment_end(self, trials, **info):
+        self.writer.flush()
+
+    # Ray pickles callbacks into the experiment directory: keep the store (and its URL) out of it.
+    def __getstate__(self):
+        return {"writer": None, "progress": None}
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    text = text.strip() or (getattr(trial, "error_msg", None) or "trial failed")
+    return text[-4000:]

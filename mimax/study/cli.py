@@ -1,0 +1,183 @@
+"""``mimax launch | resume | status | list``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+
+from mimax.errors import ConfigError
+
+
+def _positive_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="join this Ray cluster (HOST:PORT); default: a private local cluster")
+    p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, metavar="C")
+    p.add_argument("--gpus-per-trial", type=_positive_float, default=0.0, metavar="G",
+                   help="fractions share a GPU between trials, e.g. 0.25")
+    p.add_argument("--max-concurrent", type=int, metavar="M")
+    p.add_argument("--scheduler", choices=["none", "asha"], default="none")
+    p.add_argument("--results-dir", metavar="DIR", help="checkpoints and Ray's files (shared storage on a cluster)")
+    p.add_argument("--quiet", action="store_true", help="no live progress")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("launch", help="launch a study of a search space on Ray Tune")
+    p.add_argument("space", help="preset name or space YAML file")
+    p.add_argument("--name", required=True, help="study name (unique in the database)")
+    p.add_argument("--budget", help="smoke, cpu, paper, or another budget of the space")
+    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    _run_options(p)
+    p.set_defaults(func=_launch)
+
+    p = sub.add_parser("resume", help="finish (or extend) a study after a crash or an interruption")
+    p.add_argument("name")
+    p.add_argument("--db")
+    p.add_argument("--add-trials", type=int, default=0, metavar="N", help="run N more configurations")
+    _run_options(p)
+    p.set_defaults(func=_resume)
+
+    p = sub.add_parser("status", help="progress, counts per state, best so far, ETA")
+    p.add_argument("name")
+    p.add_argument("--db")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("list", help="the studies in a database")
+    p.add_argument("--db")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_list)
+
+
+def _opts(args):
+    from mimax.study.engine import RunOptions
+
+    return RunOptions(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                      max_concurrent=args.max_concurrent, scheduler=args.scheduler, quiet=args.quiet)
+
+
+def _finish(summary: dict, quiet: bool) -> int:
+    if not quiet:
+        states = ", ".join(f"{k} {v}" for k, v in summary["states"].items() if v)
+        print(f"study {summary['name']}: {summary['status']} ({states})", file=sys.stderr)
+    return 0 if summary["status"] == "completed" else 1
+
+
+def _launch(args) -> int:
+    from mimax.study.engine import launch
+
+    summary = launch(args.space, args.name, budget=args.budget, db=args.db, results_dir=args.results_dir,
+                     opts=_opts(args))
+    return _finish(summary, args.quiet)
+
+
+def _resume(args) -> int:
+    from mimax.study.engine import resume
+
+    summary = resume(args.name, db=args.db, add_trials=args.add_trials, results_dir=args.results_dir,
+                     opts=_opts(args))
+    return _finish(summary, args.quiet)
+
+
+def status_dict(store, name: str) -> dict:
+    study = store.require_study(name)
+    counts = store.state_counts(name)
+    total = (study["n_configs_requested"] or 0) * study["seeds"]
+    trials = store.trials(name)
+    best = _best(store, study)
+    durations = [(t["ended_at"] - t["started_at"]).total_seconds() for t in trials
+                 if t["state"] == "completed" and t.get("started_at") and t.get("ended_at")]
+    remaining = total - sum(counts[s] for s in ("completed", "pruned", "failed", "diverged"))
+    eta = None
+    if durations and remaining > 0:
+        eta = sum(durations) / len(durations) * remaining / max(1, counts.get("running", 0))
+    return {
+        "name": name,
+        "total": total,
+        "states": {s: counts.get(s, 0) for s in ("completed", "running", "pruned", "failed", "diverged")},
+        "pending": counts.get("pending", 0) + max(0, total - sum(counts.values())),
+        "status": study["status"],
+        "best": best,
+        "eta_s": eta,
+        "space": study["space_source"],
+        "budget": study["budget"],
+    }
+
+
+def _best(store, study) -> dict | None:
+    metrics, directions = study["metrics"], study["directions"]
+    if not metrics:
+        return None
+    metric, maximise = metrics[0], directions[0] == "maximize"
+    best = None
+    finals: dict[str, dict] = {}
+    for ev in store.evaluations(study["name"]):
+        if finals.get(ev["trial_key"], {}).get("step", -1) <= ev["step"]:
+            finals[ev["trial_key"]] = ev
+    for key, ev in finals.items():
+        v = (ev.get("record") or {}).get(metric, ev.get(metric))
+        if v is not None and (best is None or (v > best["value"] if maximise else v < best["value"])):
+            best = {"metric": metric, "value": v, "trial_key": key, "step": ev["step"]}
+    return best
+
+
+def _status(args) -> int:
+    from mimax.study.engine import db_url
+    from mimax.study.store import Store
+
+    store = Store(db_url(args.db), create=False)
+    st = status_dict(store, args.name)
+    if args.json:
+        print(json.dumps(st))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    done = sum(st["states"][s] for s in ("completed", "pruned", "failed", "diverged"))
+    table = Table(title=f"{st['name']}: {st['status']} — {done}/{st['total']} trials done "
+                        f"({st['space']}, budget {st['budget'] or '—'})")
+    for col in ("completed", "running", "pending", "pruned", "failed", "diverged"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(st["states"].get(c, st["pending"] if c == "pending" else 0))
+                    for c in ("completed", "running", "pending", "pruned", "failed", "diverged")))
+    console = Console()
+    console.print(table)
+    if st["best"]:
+        b = st["best"]
+        console.print(f"best {b['metric']}: {b['value']:.4f} (trial {b['trial_key']}, step {b['step']})")
+    if st["eta_s"] is not None:
+        console.print(f"ETA: {st['eta_s'] / 60:.1f} min")
+    return 0
+
+
+def _list(args) -> int:
+    from mimax.study.engine import db_url
+    from mimax.study.store import Store
+
+    store = Store(db_url(args.db), create=False)
+    studies = store.list_studies()
+    if args.json:
+        print(json.dumps(studies, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"studies in {store.display_url}")
+    for col in ("name", "space", "budget", "status", "trials", "created"):
+        table.add_column(col)
+    for s in studies:
+        counts = s.get("trial_counts") or {}
+        done = sum(v for k, v in counts.items() if k in ("completed", "pruned", "failed", "diverged"))
+        total = (s.get("n_configs_requested") or 0) * s.get("seeds", 1)
+        created = s.get("created_at")
+        table.add_row(s["name"], str(s["space_source"]), str(s["budget"]), s["status"], f"{done}/{total}",
+                      created.strftime("%Y-%m-%d %H:%M") if isinstance(created, datetime) else str(created))
+    Console().print(table)
+    return 0

@@ -1,0 +1,77 @@
+"""Start or join a Ray cluster, and refuse resource requests it can never meet."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from mimax.errors import ConfigError
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, instead of letting ray.init retry for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError("--address", f"expected HOST:PORT of a Ray head node, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise ConfigError("--address", f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def connect(address: str | None, redact: tuple[str, str] | None = None) -> dict:
+    """``ray.init``: a private local cluster on loopback, or join ``address``. Returns cluster resources.
+
+    ``redact`` = (secret, replacement): Ray records the driver's command line, so a database URL
+    with a password is removed from ``sys.argv`` first.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # The database is the record: no per-trial CSV/JSON/TensorBoard loggers, no snapshot-rate warnings.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if redact and redact[0] != redact[1]:
+        sys.argv = [a.replace(redact[0], redact[1]) for a in sys.argv]
+    import logging
+
+    logging.getLogger("ray").setLevel(logging.ERROR)  # mimax reports progress itself
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+    if address:
+        _check_reachable(address)
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return ray.cluster_resources()
+
+
+def check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """A trial that no single node can host would stay PENDING forever in Ray: refuse it up front."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    max_cpu = max((n.get("CPU", 0) for n in nodes), default=0)
+    max_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    if cpus_per_trial > max_cpu:
+        raise ConfigError("--cpus-per-trial", f"{cpus_per_trial:g} CPUs per trial, but the largest node of the Ray "
+                                              f"cluster has {max_cpu:g}")
+    if gpus_per_trial > max_gpu:
+        raise ConfigError("--gpus-per-trial", f"{gpus_per_trial:g} GPUs per trial, but the largest node of the Ray "
+                                              f"cluster has {max_gpu:g}; such a trial would wait forever")
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,218 @@
+"""Launch and resume studies: Ray Tune runs the trials, Optuna picks them, the store keeps everything."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from mimax.errors import ConfigError
+from mimax.study.outcome import TERMINAL
+
+DEFAULT_DB = "sqlite:///mimax.db"
+DEFAULT_RESULTS = "mimax-results"
+
+
+@dataclass
+class RunOptions:
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    scheduler: str = "none"
+    quiet: bool = False
+
+
+def db_url(given: str | None) -> str:
+    return given or os.environ.get("MIMAX_DB") or DEFAULT_DB
+
+
+def driver_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_alive(owner: str) -> bool:
+    """A lease held by a dead process on this host is free; on another host only staleness frees it."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _space_for_scheduler(space, scheduler: str):
+    if scheduler == "none":
+        return None
+    if scheduler != "asha":
+        raise ConfigError("--scheduler", f"expected none or asha, got {scheduler!r}")
+    if len(space.metrics) != 1:
+        raise ConfigError("--scheduler", "asha needs a single objective; this space has "
+                                         f"{len(space.metrics)}")
+    return space.metrics[0], ("max" if space.directions[0] == "maximize" else "min")
+
+
+def _configs_total(space) -> int:
+    n = space.trials if space.trials is not None else space.n_configs
+    if n is None:
+        raise ConfigError("trials", "a sampled space needs a number of trials")
+    return int(n)
+
+
+def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, results_dir: str | None,
+           opts: RunOptions) -> dict:
+    from mimax.search_spaces import load_space
+    from mimax.study.store import Store, StudyExists
+
+    space = load_space(space_ref, budget)
+    sched = _space_for_scheduler(space, opts.scheduler)
+    url = db_url(db)
+    store = Store(url)
+    if store.get_study(name) is not None:
+        raise StudyExists(f"study {name!r} already exists in {store.display_url}; use `mimax resume {name}`")
+    _connect(opts, store)  # before anything is written: a bad address leaves nothing behind
+    results = str(Path(results_dir or DEFAULT_RESULTS).resolve())
+    source = space_ref if not os.path.exists(space_ref) else str(Path(space_ref).resolve())
+    import optuna
+
+    optuna_name = f"mimax:{name}"
+    optuna.create_study(study_name=optuna_name, storage=store.optuna_storage(), directions=space.directions)
+    try:
+        store.create_study(
+            name, space_source=source, space_json=space.to_dict(), space_fingerprint=space.fingerprint(),
+            budget=space.budget, sampler=space.sampler.name, directions=list(space.directions),
+            metrics=list(space.metrics), seeds=len(space.seed_values()), n_configs_requested=_configs_total(space),
+            optuna_study_name=optuna_name, results_dir=results,
+        )
+    except StudyExists:
+        raise
+    except BaseException:
+        optuna.delete_study(study_name=optuna_name, storage=store.optuna_storage())
+        raise
+    return _run(store, name, space, opts, sched, session=0)
+
+
+def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | None, opts: RunOptions) -> dict:
+    from mimax.search_spaces import load_space
+    from mimax.study.store import Store
+
+    store = Store(db_url(db), create=False)
+    study = store.require_study(name)
+    space = load_space(study["space_source"], study["budget"])
+    if space.fingerprint() != study["space_fingerprint"]:
+        raise ConfigError("space", f"{study['space_source']} changed since study {name!r} was launched "
+                                   "(its fingerprint differs); launch a new study for the new space")
+    sched = _space_for_scheduler(space, opts.scheduler)
+    if add_trials < 0:
+        raise ConfigError("--add-trials", f"expected a whole number ≥ 0, got {add_trials}")
+    if add_trials and space.exhaustive:
+        raise ConfigError("--add-trials", f"{name!r} enumerates a grid of {space.n_configs} configurations; "
+                                          "extend a sampled space instead")
+    _connect(opts, store)
+    if results_dir:
+        store.update_study(name, results_dir=str(Path(results_dir).resolve()))
+    if add_trials:
+        store.update_study(name, n_configs_requested=study["n_configs_requested"] + add_trials)
+    sessions = 1 + max((e["session"] for e in store.environments(name)), default=0)
+    return _run(store, name, space, opts, sched, session=sessions)
+
+
+def _connect(opts: RunOptions, store) -> None:
+    import optuna
+
+    from mimax.study import cluster
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if opts.cpus_per_trial <= 0:
+        raise ConfigError("--cpus-per-trial", f"expected a number > 0, got {opts.cpus_per_trial:g}")
+    if opts.gpus_per_trial < 0:
+        raise ConfigError("--gpus-per-trial", f"expected a number ≥ 0, got {opts.gpus_per_trial:g}")
+    if opts.max_concurrent is not None and opts.max_concurrent < 1:
+        raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {opts.max_concurrent}")
+    cluster.connect(opts.address, redact=(store.url, store.display_url))
+    cluster.check_resources(opts.cpus_per_trial, opts.gpus_per_trial)
+
+
+def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict:
+    from ray import tune
+
+    from mimax.study.callback import StoreCallback, StoreWriter
+    from mimax.study.environment import collect_environment
+    from mimax.study.progress import StudyProgress
+    from mimax.study.searcher import StudySearcher
+    from mimax.trainables.tune_adapter import tune_trial
+
+    owner = driver_owner()
+    store.claim_driver(name, owner, alive=owner_alive)
+    try:
+        study = store.require_study(name)
+        store.update_study(name, status="running")
+        store.record_environment(name, collect_environment("cuda" if opts.gpus_per_trial else "cpu"), session)
+        searcher = StudySearcher(store=store, study=study, space=space, target_configs=study["n_configs_requested"])
+        total = study["n_configs_requested"] * len(space.seed_values())
+        counts = store.state_counts(name)
+        done = sum(counts[s] for s in TERMINAL)
+        writer = StoreWriter(store, name, owner)
+        writer.start()
+        progress = None
+        if not opts.quiet:
+            progress = StudyProgress(name, total, done, space.metrics[0] if space.metrics else None,
+                                     space.directions[0] if space.directions else None)
+        scheduler = None
+        tune_kwargs = {}
+        if sched:
+            from ray.tune.schedulers import ASHAScheduler
+
+            metric, mode = sched
+            steps = space.enumerate()[0]["train"]["steps"] if space.exhaustive else None
+            scheduler = ASHAScheduler(time_attr="step", max_t=steps or 10**9,
+                                      grace_period=max(1, _eval_every(space)), reduction_factor=2)
+            tune_kwargs = {"metric": metric, "mode": mode}
+        remaining = searcher.remaining()
+        if remaining > 0:
+            trainable = tune.with_resources(tune_trial, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                    max_concurrent_trials=opts.max_concurrent,
+                    trial_name_creator=lambda t: t.config["trial_key"],
+                    trial_dirname_creator=lambda t: t.config["trial_key"],
+                    **tune_kwargs,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"{_safe(name)}-session{session}", storage_path=study["results_dir"],
+                    callbacks=[StoreCallback(writer, progress)], verbose=0,
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
+            if progress:
+                with progress:
+                    tuner.fit()
+            else:
+                tuner.fit()
+        writer.stop()
+        counts = store.state_counts(name)
+        finished = sum(counts[s] for s in TERMINAL)
+        status = "completed" if finished >= total else "interrupted"
+        store.update_study(name, status=status)
+        return {"name": name, "status": status, "total": total, "states": counts}
+    finally:
+        store.release_driver(name, owner)
+
+
+def _eval_every(space) -> int:
+    configs = space.enumerate() or []
+    return configs[0]["eval"]["every"] if configs else 1
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

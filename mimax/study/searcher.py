@@ -1,0 +1,205 @@
+"""The study's searcher: Optuna picks configurations, mimax runs each with every seed.
+
+One Optuna trial is one configuration; its replicates (one per seed) are separate Ray trials and
+separate rows in the store. The Optuna trial is told once all its replicates have ended: COMPLETE
+with the mean objective over completed replicates, PRUNED (with intermediate values) when the
+scheduler stopped them, FAIL otherwise. State lives in the database, never only in a pickle: a new
+searcher rebuilds everything from the store and reconciles Optuna trials left RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from mimax.study.outcome import TERMINAL, final_state, objective_values
+from mimax.trainables.config import validate
+from mimax.trainables.tune_adapter import CHECKPOINT_FILE
+
+log = logging.getLogger(__name__)
+TrialState = optuna.trial.TrialState
+
+
+def trial_key(number: int, seed: int) -> str:
+    return f"c{number:04d}-s{seed}"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StudySearcher(Searcher):
+    def __init__(self, *, store, study: dict, space, target_configs: int, metric: str | None = None,
+                 mode: str | None = None):
+        super().__init__(metric=metric, mode=mode)
+        self.store, self.study_name, self.space = store, study["name"], space
+        self.target = target_configs
+        self.seeds = space.seed_values()
+        self.metrics = list(space.metrics)
+        self.ot_study = optuna.load_study(
+            study_name=study["optuna_study_name"], storage=store.optuna_storage(), sampler=space.make_sampler()
+        )
+        self.queue: deque[dict] = deque()
+        self.live: dict[str, dict] = {}  # Ray trial id -> work item
+        self.groups: dict[int, dict[int, tuple[str, dict | None]]] = defaultdict(dict)  # number -> seed -> outcome
+        self.group_size: dict[int, int] = {}
+        self.curves: dict[int, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        self._rebuild()
+
+    # ------------------------------------------------------------ start-up
+    def _rebuild(self) -> None:
+        """Queue unfinished replicates (from their last checkpoint) and reconcile Optuna with the store."""
+        rows = self.store.trials(self.study_name)
+        finals = self._final_records()
+        for row in rows:
+            number = row["optuna_trial_number"]
+            self.group_size[number] = self.group_size.get(number, 0) + 1
+            if row["state"] in TERMINAL:
+                self.groups[number][row["seed"]] = (row["state"], finals.get(row["trial_key"]))
+            else:
+                ckpt = row.get("checkpoint")
+                resume = ckpt if ckpt and (Path(ckpt) / CHECKPOINT_FILE).exists() else None
+                self.queue.append(self._item(row["trial_key"], number, row["seed"], row["config"], resume))
+        self.asked = len(self.group_size)
+        known = set(self.group_size)
+        for t in self.ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            if t.number not in known:
+                self._adopt(t)
+        for number in known:
+            self._maybe_tell(number)
+
+    def _adopt(self, t: optuna.trial.FrozenTrial) -> None:
+        """An Optuna trial asked just before the driver died, before its replicates were recorded:
+        finish its define-by-run suggestion (the sampler gives the same answers it would have) and
+        run it; if that is impossible it never ran, so it is marked FAIL without the sampler's hooks."""
+        try:
+            config = self.space.suggest(optuna.trial.Trial(self.ot_study, t._trial_id))
+        except Exception:
+            self.ot_study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            self.ot_study._storage.set_trial_user_attr(t._trial_id, "mimax_reconciled", "never ran")
+            return
+        self._record_group(t.number, config)
+
+    def _record_group(self, number: int, config: dict) -> None:
+        rows, items = [], []
+        for i, seed in enumerate(self.seeds):
+            full = validate(dict(config, seed=seed)).to_dict()
+            key = trial_key(number, seed)
+            rows.append({"trial_key": key, "optuna_trial_number": number, "config": full, "seed": seed,
+                         "replicate_group": str(number), "replicate_index": i})
+            items.append(self._item(key, number, seed, full, None))
+        self.store.add_trials(self.study_name, rows)
+        self.group_size[number] = len(self.seeds)
+        self.asked += 1
+        self.queue.extend(items)
+
+    def _final_records(self) -> dict[str, dict]:
+        finals: dict[str, dict] = {}
+        for ev in self.store.evaluations(self.study_name):
+            rec = ev["record"] if "record" in ev else ev.get("metrics")
+            key = ev["trial_key"]
+            if key not in finals or ev["step"] >= finals[key]["step"]:
+                finals[key] = dict(rec or {}, step=ev["step"])
+        return finals
+
+    @staticmethod
+    def _item(key: str, number: int, seed: int, config: dict, resume: str | None) -> dict:
+        trial = {k: v for k, v in config.items() if k != "seed"}
+        return {"trial_key": key, "number": number, "seed": seed, "trial": trial, "resume_from": resume}
+
+    def remaining(self) -> int:
+        """Replicates still to run in this session."""
+        return len(self.queue) + (self.target - self.asked) * len(self.seeds)
+
+    # -------------------------------------------------------------- asking
+    def _ask(self) -> None:
+        ot_trial = self.ot_study.ask()
+        config = self.space.suggest(ot_trial)
+        ot_trial.set_user_attr("mimax_seeds", self.seeds)
+        self._record_group(ot_trial.number, config)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        return True
+
+    def suggest(self, trial_id: str):
+        if not self.queue and self.asked < self.target:
+            self._ask()
+        if not self.queue:
+            return Searcher.FINISHED if not self.live else None
+        item = self.queue.popleft()
+        self.live[trial_id] = item
+        self.store.update_trial(self.study_name, item["trial_key"], ray_trial_id=trial_id)
+        return {k: item[k] for k in ("trial_key", "trial", "seed", "resume_from")}
+
+    # ------------------------------------------------------------- results
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        item = self.live.get(trial_id)
+        if item and self.metrics and result.get(self.metrics[0]) is not None:
+            self.curves[item["number"]][item["seed"]][int(result["step"])] = float(result[self.metrics[0]])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        item = self.live.pop(trial_id, None)
+        if item is None:
+            return
+        if result:
+            self.on_trial_result(trial_id, result)
+        state = final_state(result, item["trial"]["train"]["steps"], error)
+        self.groups[item["number"]][item["seed"]] = (state, result)
+        self._maybe_tell(item["number"])
+
+    def _maybe_tell(self, number: int) -> None:
+        outcomes = self.groups.get(number, {})
+        if len(outcomes) < self.group_size.get(number, len(self.seeds)):
+            return
+        frozen = self.ot_study._storage.get_trial(self._trial_id(number))
+        if frozen.state.is_finished():
+            return
+        done = [objective_values(r or {}, self.metrics) for s, r in outcomes.values() if s == "completed"]
+        done = [v for v in done if v is not None]
+        if done:
+            values = [sum(col) / len(col) for col in zip(*done)]
+            self._tell(number, values if len(values) > 1 else values[0])
+        elif any(s == "pruned" for s, _ in outcomes.values()) and len(self.metrics) == 1:
+            # Optuna keeps the intermediate values of a PRUNED trial: report the replicate mean per step.
+            per_step: dict[int, list[float]] = defaultdict(list)
+            for curve in self.curves[number].values():
+                for step, v in curve.items():
+                    per_step[step].append(v)
+            for step, vs in sorted(per_step.items()):
+                self.ot_study._storage.set_trial_intermediate_value(self._trial_id(number), step, sum(vs) / len(vs))
+            self._tell(number, state=TrialState.PRUNED)
+        else:
+            self._tell(number, state=TrialState.FAIL)
+
+    def _tell(self, number: int, values=None, state=None, skip_if_finished: bool = False) -> None:
+        # GridSampler.after_trial calls study.stop() once the grid is done, which Optuna only allows
+        # inside study.optimize; tell() would then fail before saving the state. Mark us as inside.
+        local = self.ot_study._thread_local
+        before = local.in_optimize_loop
+        local.in_optimize_loop = True
+        try:
+            self.ot_study.tell(number, values, state=state, skip_if_finished=skip_if_finished)
+        finally:
+            local.in_optimize_loop = before
+            self.ot_study._stop_flag = False
+
+    def _trial_id(self, number: int) -> int:
+        return self.ot_study._storage.get_trial_id_from_study_id_trial_number(self.ot_study._study_id, number)
+
+    # Ray pickles searchers into the experiment directory: keep the database (and its URL) out of it.
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text("mimax keeps searcher state in the results database\n")
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise RuntimeError("restore a mimax study with `mimax resume`, not Tuner.restore")
+
+    def __getstate__(self):
+        return {"study_name": self.study_name}

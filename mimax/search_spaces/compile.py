@@ -202,9 +202,15 @@ class Space:
         return [self.config_for(c) for c in self._enumeration]
 
     # --------------------------------------------------------------------------------- sampler
-    def make_sampler(self, *, check_packages: bool = True) -> optuna.samplers.BaseSampler:
-        """A fresh Optuna sampler, seeded by ``sampler.seed``, with ``sampler.options`` as keyword args."""
+    def make_sampler(self, *, check_packages: bool = True, session: int = 0) -> optuna.samplers.BaseSampler:
+        """A fresh Optuna sampler, seeded by ``sampler.seed``, with ``sampler.options`` as keyword args.
+
+        ``session`` > 0 (a resumed study) shifts the seed: a sampler re-created with the same seed would
+        replay the configurations it proposed before.
+        """
         name, seed = self.sampler.name, self.sampler.seed
+        if seed is not None and session:
+            seed = (seed + 1_000_003 * session) % 2**32
         options = dict(self.sampler.options)
         cls = SAMPLER_CLASSES[name]
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "seed", "search_space"}

@@ -155,7 +155,8 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
         study = store.require_study(name)
         store.update_study(name, status="running")
         store.record_environment(name, collect_environment("cuda" if opts.gpus_per_trial else "cpu"), session)
-        searcher = StudySearcher(store=store, study=study, space=space, target_configs=study["n_configs_requested"])
+        searcher = StudySearcher(store=store, study=study, space=space, target_configs=study["n_configs_requested"],
+                                 session=session)
         total = study["n_configs_requested"] * len(space.seed_values())
         counts = store.state_counts(name)
         done = sum(counts[s] for s in TERMINAL)

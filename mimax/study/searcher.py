@@ -35,15 +35,16 @@ def now() -> datetime:
 
 
 class StudySearcher(Searcher):
-    def __init__(self, *, store, study: dict, space, target_configs: int, metric: str | None = None,
-                 mode: str | None = None):
+    def __init__(self, *, store, study: dict, space, target_configs: int, session: int = 0,
+                 metric: str | None = None, mode: str | None = None):
         super().__init__(metric=metric, mode=mode)
         self.store, self.study_name, self.space = store, study["name"], space
         self.target = target_configs
         self.seeds = space.seed_values()
         self.metrics = list(space.metrics)
         self.ot_study = optuna.load_study(
-            study_name=study["optuna_study_name"], storage=store.optuna_storage(), sampler=space.make_sampler()
+            study_name=study["optuna_study_name"], storage=store.optuna_storage(),
+            sampler=space.make_sampler(session=session),
         )
         self.queue: deque[dict] = deque()
         self.live: dict[str, dict] = {}  # Ray trial id -> work item

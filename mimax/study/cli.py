@@ -50,6 +50,12 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_status)
 
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    up = dbsub.add_parser("upgrade", help="migrate the mimax tables of a database to this version's schema")
+    up.add_argument("--db")
+    up.set_defaults(func=_db_upgrade)
+
     p = sub.add_parser("list", help="the studies in a database")
     p.add_argument("--db")
     p.add_argument("--json", action="store_true")
@@ -154,6 +160,15 @@ def _status(args) -> int:
         console.print(f"best {b['metric']}: {b['value']:.4f} (trial {b['trial_key']}, step {b['step']})")
     if st["eta_s"] is not None:
         console.print(f"ETA: {st['eta_s'] / 60:.1f} min")
+    return 0
+
+
+def _db_upgrade(args) -> int:
+    from mimax.study.engine import db_url
+    from mimax.study.store import Store
+
+    store = Store(db_url(args.db), create=True)
+    print(f"{store.display_url}: mimax schema at {store.schema_version()}")
     return 0
 
 

@@ -303,7 +303,7 @@ class Store:
                 raise StoreError(f"no mimax tables in {self.display_url}")
             raise StoreError(
                 f"mimax schema in {self.display_url} is at revision {current}, this mimax needs {head}; "
-                "open it once with create=True to upgrade it"
+                "upgrade it with `mimax db upgrade`"
             )
 
         def upgrade(conn: Connection) -> None:

@@ -20,7 +20,8 @@ def _train(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mimax", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mimax", description="Run and analyse studies of MI-maximising representation learning.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one trial from a YAML config")
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mimax.study.cli import register as register_study
 
     register_study(sub)
+
+    from mimax.analysis.cli import register as register_analysis
+
+    register_analysis(sub)
     return parser
 
 

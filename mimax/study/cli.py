@@ -70,10 +70,13 @@ def _opts(args):
 
 
 def _finish(summary: dict, quiet: bool) -> int:
+    """Exit 0 when every requested trial has ended and not all of them failed."""
+    states = summary["states"]
     if not quiet:
-        states = ", ".join(f"{k} {v}" for k, v in summary["states"].items() if v)
-        print(f"study {summary['name']}: {summary['status']} ({states})", file=sys.stderr)
-    return 0 if summary["status"] == "completed" else 1
+        shown = ", ".join(f"{k} {v}" for k, v in states.items() if v)
+        print(f"study {summary['name']}: {summary['status']} ({shown})", file=sys.stderr)
+    all_failed = summary["total"] > 0 and states.get("failed", 0) == summary["total"]
+    return 0 if summary["status"] == "completed" and not all_failed else 1
 
 
 def _launch(args) -> int:

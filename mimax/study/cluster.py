@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from contextlib import contextmanager
+from typing import Callable
 
 from mimax.errors import ConfigError
 
@@ -24,19 +26,37 @@ def _check_reachable(address: str) -> None:
         raise ConfigError("--address", f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
-def connect(address: str | None, redact: tuple[str, str] | None = None) -> dict:
+@contextmanager
+def _stderr_held():
+    """Hold what is written to fd 2 (Ray's C++ client logs each failed retry there) until we know
+    whether joining worked: on failure the user gets one line instead of a screenful."""
+    import tempfile
+
+    held = {"text": ""}
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield held
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            held["text"] = tmp.read()
+
+
+def connect(address: str | None, scrub: Callable[[str], str] | None = None) -> dict:
     """``ray.init``: a private local cluster on loopback, or join ``address``. Returns cluster resources.
 
-    ``redact`` = (secret, replacement): Ray records the driver's command line, so a database URL
-    with a password is removed from ``sys.argv`` first.
+    ``scrub`` removes secrets from text: Ray records the driver's command line (read from the OS, not
+    sys.argv) as the job's entrypoint, so a database password given with --db is scrubbed there.
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # The database is the record: no per-trial CSV/JSON/TensorBoard loggers, no snapshot-rate warnings.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if redact and redact[0] != redact[1]:
-        sys.argv = [a.replace(redact[0], redact[1]) for a in sys.argv]
     import logging
 
     logging.getLogger("ray").setLevel(logging.ERROR)  # mimax reports progress itself
@@ -44,10 +64,29 @@ def connect(address: str | None, redact: tuple[str, str] | None = None) -> dict:
 
     if ray.is_initialized():
         return ray.cluster_resources()
+    if scrub is not None:
+        import ray._private.utils as ray_utils
+
+        original = ray_utils.get_entrypoint_name
+        if not getattr(original, "_mimax_scrubbed", False):
+            def entrypoint() -> str:
+                return scrub(original())
+
+            entrypoint._mimax_scrubbed = True
+            ray_utils.get_entrypoint_name = entrypoint
+        sys.argv = [scrub(a) for a in sys.argv]
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     if address:
         _check_reachable(address)
-        ray.init(address=address, **kwargs)
+        try:
+            with _stderr_held() as held:
+                ray.init(address=address, **kwargs)
+            sys.stderr.write(held["text"])
+        except ConnectionError as exc:
+            hint = " (a head with token authentication needs RAY_AUTH_MODE=token and its token)" \
+                if "auth" in str(exc).lower() or os.environ.get("RAY_AUTH_MODE") != "token" else ""
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError("--address", f"the Ray cluster at {address} refused this driver: {first}{hint}") from None
     else:
         ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
     for name in ("ray", "ray.tune", "ray.train"):

@@ -136,7 +136,7 @@ def _connect(opts: RunOptions, store) -> None:
         raise ConfigError("--gpus-per-trial", f"expected a number ≥ 0, got {opts.gpus_per_trial:g}")
     if opts.max_concurrent is not None and opts.max_concurrent < 1:
         raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {opts.max_concurrent}")
-    cluster.connect(opts.address, redact=(store.url, store.display_url))
+    cluster.connect(opts.address, scrub=store.scrub)
     cluster.check_resources(opts.cpus_per_trial, opts.gpus_per_trial)
 
 
@@ -172,9 +172,8 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
             from ray.tune.schedulers import ASHAScheduler
 
             metric, mode = sched
-            steps = space.enumerate()[0]["train"]["steps"] if space.exhaustive else None
-            scheduler = ASHAScheduler(time_attr="step", max_t=steps or 10**9,
-                                      grace_period=max(1, _eval_every(space)), reduction_factor=2)
+            steps, every = _steps_and_every(space)
+            scheduler = ASHAScheduler(time_attr="step", max_t=steps, grace_period=every, reduction_factor=2)
             tune_kwargs = {"metric": metric, "mode": mode}
         remaining = searcher.remaining()
         if remaining > 0:
@@ -207,12 +206,25 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
         store.update_study(name, status=status)
         return {"name": name, "status": status, "total": total, "states": counts}
     finally:
-        store.release_driver(name, owner)
+        # A driver that stops on its own (Ctrl-C, an error) hands its unfinished trials back: they are
+        # pending again until a resume. (After SIGKILL resume treats 'running' the same way.)
+        try:
+            for t in store.trials(name, states=["running"]):
+                store.update_trial(name, t["trial_key"], state="pending")
+            if store.require_study(name)["status"] == "running":
+                store.update_study(name, status="interrupted")
+        finally:
+            store.release_driver(name, owner)
 
 
-def _eval_every(space) -> int:
+def _steps_and_every(space) -> tuple[int, int]:
+    """Training steps and evaluation interval of the space's trials (ASHA's max_t and grace period)."""
     configs = space.enumerate() or []
-    return configs[0]["eval"]["every"] if configs else 1
+    train = configs[0]["train"] if configs else space.base.get("train", {})
+    evaluation = configs[0]["eval"] if configs else space.base.get("eval", {})
+    if "steps" not in train or "every" not in evaluation:
+        raise ConfigError("--scheduler", "asha needs train.steps and eval.every fixed in the space's base")
+    return int(train["steps"]), int(evaluation["every"])
 
 
 def _safe(name: str) -> str:

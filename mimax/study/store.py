@@ -218,8 +218,15 @@ class Store:
 
     def _scrub(self, message: str) -> str:
         if self._password:
-            message = message.replace(self._password, "***")
+            from urllib.parse import quote, quote_plus
+
+            for form in {self._password, quote(self._password, safe=""), quote_plus(self._password)}:
+                message = message.replace(form, "***")
         return message
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this database's password (as typed or URL-encoded) replaced by ***."""
+        return self._scrub(text)
 
     def _connect(self) -> Connection:
         if os.getpid() != self._pid:  # a forked child must not reuse the parent's sockets

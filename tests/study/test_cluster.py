@@ -1,16 +1,22 @@
 """Studies on a Ray cluster: trials spread over the nodes of a real multi-node cluster on loopback,
-resource requests no node can meet are refused up front, an unreachable head fails fast.
+resource requests no node can meet are refused up front, a head that cannot be reached or refuses the
+driver is one line of error. Every Ray process here listens on 127.0.0.1 with ports chosen free.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 import time
+import uuid
 
 import pytest
 
-from engine_helpers import SPACES, query, run, trials
+from engine_helpers import MIMAX, SPACES, env, query, run, trials
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +66,6 @@ def test_trials_spread_over_both_nodes_of_a_cluster(tmp_path, sqlite_url, two_no
     assert {u.split("/", 1)[1] for u in used} == node_ids
     assert all(u.split("/", 1)[0] == "127.0.0.1" for u in used)
     # Each trial asked Ray for exactly one CPU and no GPU.
-    import json
-
     for (res,) in query(sqlite_url, "SELECT resources FROM mimax_trials"):
         assert json.loads(res).get("CPU") == 1 and not json.loads(res).get("GPU"), res
 
@@ -125,4 +129,41 @@ def test_an_unreachable_address_fails_fast_with_one_line(tmp_path, sqlite_url):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "--address" in lines[0] and f"127.0.0.1:{port}" in lines[0], r.stderr
     assert elapsed < 15, elapsed
+    assert query(sqlite_url, "SELECT name FROM mimax_studies") == []
+
+
+# A head node started in a child process, so that its settings (here: Ray's token authentication) stay
+# out of the test process. It prints its address, and shuts down when its stdin closes.
+HEAD = textwrap.dedent("""
+    import socket, sys
+    from ray.cluster_utils import Cluster
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    c = Cluster(shutdown_at_exit=True)
+    c.add_node(gcs_server_port=port, include_dashboard=False, node_ip_address="127.0.0.1", num_cpus=1,
+               dashboard_agent_listen_port=None)
+    print(c.address, flush=True)
+    sys.stdin.read()
+    c.shutdown()
+""")
+
+
+
+def test_a_cluster_that_refuses_the_driver_is_one_line(tmp_path, sqlite_url):
+    """A head with Ray's token authentication on (what `ray start --head` does when ~/.ray/auth_token exists)
+    accepts TCP connections but refuses a driver without RAY_AUTH_MODE=token: one line, exit 2."""
+    head_env = dict(env(), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex)
+    head = subprocess.Popen([sys.executable, "-c", HEAD], env=head_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        address = head.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), address
+        driver_env = {k: v for k, v in env().items() if not k.startswith("RAY_AUTH_")}
+        r = subprocess.run([*MIMAX, "launch", str(SPACES / "tiny-random.yaml"), "--name", "x", "--db", sqlite_url,
+                            "--address", address, "--quiet"], cwd=tmp_path, env=driver_env, capture_output=True,
+                           text=True, timeout=120)
+    finally:
+        head.stdin.close()
+        head.wait(timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "--address" in lines[0], r.stderr[-2000:]
     assert query(sqlite_url, "SELECT name FROM mimax_studies") == []

@@ -137,9 +137,7 @@ def loopback_head(monkeypatch):
 
 
 @pytest.mark.parametrize("given", [
-    pytest.param("--db", marks=pytest.mark.xfail(
-        strict=True, reason="Ray records the driver's real command line (psutil, not sys.argv) as the job's "
-                            "entrypoint; mimax.study.cluster.connect only rewrites sys.argv")),
+    "--db",
     "MIMAX_DB",
 ])
 def test_database_password_is_not_in_rays_job_table(tmp_path, pg_databases, monkeypatch, loopback_head, given):

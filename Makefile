@@ -19,11 +19,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job on the embedded defaults: the paper's Fig. 3 grid at smoke budget, local Ray + SQLite
-# (./mimax.db), then its status. Each run is a new study, named by the time it started.
+# (./mimax.db), then its status and its report (reports/<study>/report.html). Each run is a new study, named by the time it started.
 DEMO_STUDY ?= fig3-smoke-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
 	$(BIN)/mimax launch fig3-critics --budget smoke --name $(DEMO_STUDY)
 	$(BIN)/mimax status $(DEMO_STUDY)
+	$(BIN)/mimax analyze $(DEMO_STUDY) --out reports/$(DEMO_STUDY)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

@@ -1,0 +1,301 @@
+"""``mimax analyze | export | compare``: read a results database, never write to it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from mimax.analysis.load import AnalysisError
+
+__all__ = ["analyze", "register", "summary"]
+
+TABLES = ("effects", "pairwise", "correlations", "anova")
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {value}")
+    return value
+
+
+def _stat_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    p.add_argument("--how", choices=["last", "best"], default="last",
+                   help="a trial's final value: its last evaluation, or its best by probe accuracy")
+    p.add_argument("--n-boot", type=_nonneg_int, default=2000, metavar="N", help="bootstrap resamples for CIs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="effects, correlations, importance and a report of a study")
+    p.add_argument("name", help="study name")
+    p.add_argument("--out", metavar="DIR", help="where the report and CSVs go (default reports/NAME)")
+    p.add_argument("--no-importance", action="store_true", help="skip Optuna's importance evaluators")
+    _stat_options(p)
+    p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("export", help="a study's trials and evaluations as tidy tables")
+    p.add_argument("name", help="study name")
+    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--out", metavar="DIR", required=True)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("compare", help="two studies of the same space, configuration by configuration")
+    p.add_argument("name_a", metavar="NAME1")
+    p.add_argument("name_b", metavar="NAME2")
+    p.add_argument("--db2", help="database of NAME2 (default: the same as --db)")
+    _stat_options(p)
+    p.set_defaults(func=_compare)
+
+
+# ---- shared ---------------------------------------------------------------------------------------
+
+
+def _url(given: str | None) -> str:
+    from mimax.study.engine import db_url
+
+    return db_url(given)
+
+
+def _plain(value):
+    """JSON-safe: numpy scalars to Python, NaN / inf / NA to None, keys and other objects to str."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if hasattr(value, "dtype") and hasattr(value, "item"):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(_plain(obj), allow_nan=False), flush=True)
+
+
+# ---- analyze --------------------------------------------------------------------------------------
+
+
+def summary(data, effects, correlations) -> dict:
+    """The ``--json`` summary: per factor level the accuracy mean / sd, the test bound's mean and n
+    (completed replicate trials), and the bound–accuracy correlation over all completed trials."""
+    from mimax.analysis.stats import completed_finals
+
+    factors: dict = {}
+    for factor in data.factors:
+        rows = effects[effects["factor"] == factor]
+        per_level: dict = {}
+        for level in rows["level"].drop_duplicates():
+            at = rows[rows["level"] == level].set_index("metric")
+            acc = at.loc["probe_accuracy"] if "probe_accuracy" in at.index else None
+            bound = at.loc["bound_test"] if "bound_test" in at.index else None
+            n = acc["n"] if acc is not None else (bound["n"] if bound is not None else 0)
+            per_level[str(level)] = {
+                "accuracy_mean": None if acc is None else acc["mean"],
+                "accuracy_sd": None if acc is None else acc["sd"],
+                "bound_mean": None if bound is None else bound["mean"],
+                "n": int(n),
+            }
+        factors[factor] = per_level
+    overall = correlations[correlations["stratum"] == "all"]
+    corr = {"spearman": None, "kendall": None, "ci_low": None, "ci_high": None, "n": 0}
+    if len(overall):
+        r = overall.iloc[0]
+        corr = {"spearman": r["spearman"], "kendall": r["kendall"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                "n": int(r["n"]), "x": r["x"], "y": r["y"]}
+    states = data.trials["state"].value_counts().to_dict()
+    return {
+        "study": data.name,
+        "n_trials": int(len(data.trials)),
+        "n_completed": int(len(completed_finals(data))),
+        "states": {k: int(v) for k, v in states.items()},
+        "factors": factors,
+        "bound_vs_accuracy": corr,
+    }
+
+
+def analyze(data, db_url: str, *, how: str = "last", n_boot: int = 2000, seed: int = 0,
+            with_importance: bool = True) -> dict:
+    """Everything ``mimax analyze`` computes: {"effects", "pairwise", "correlations", "anova" (DataFrames),
+    "importance" (see mimax.analysis.importance), "summary" (the --json dict)}."""
+    from mimax.analysis import stats
+    from mimax.analysis.importance import METHODS, importances
+
+    effects, pairwise = stats.effect_tables(data, how=how, n_boot=n_boot, seed=seed)
+    results = {
+        "effects": effects,
+        "pairwise": pairwise,
+        "correlations": stats.correlations(data, how=how, n_boot=n_boot, seed=seed),
+        "anova": stats.anova(data, how=how),
+    }
+    if with_importance:
+        results["importance"] = importances(db_url, data, seed=seed)
+    else:
+        skipped = dict.fromkeys(METHODS, "skipped (--no-importance)")
+        results["importance"] = {**{m: {} for m in METHODS}, "reasons": skipped}
+    results["summary"] = summary(data, results["effects"], results["correlations"])
+    results["summary"]["how"] = how
+    return results
+
+
+def write_tables(data, results: dict, out: Path) -> dict[str, Path]:
+    from mimax.analysis.load import final
+
+    out.mkdir(parents=True, exist_ok=True)
+    frames = {"trials": data.trials, "evaluations": data.evaluations,
+              "final": final(data, results["summary"].get("how", "last"))}
+    frames.update({k: results[k] for k in TABLES})
+    paths = {}
+    for key, frame in frames.items():
+        paths[key] = out / f"{key}.csv"
+        frame.to_csv(paths[key], index=False)
+    paths["summary"] = out / "summary.json"
+    paths["summary"].write_text(json.dumps(_plain({**results["summary"], "importance": results["importance"]}),
+                                           indent=2, allow_nan=False) + "\n")
+    return paths
+
+
+def _analyze(args) -> int:
+    from mimax.analysis.load import load
+
+    url = _url(args.db)
+    data = load(url, args.name)
+    results = analyze(data, url, how=args.how, n_boot=args.n_boot, seed=args.seed,
+                      with_importance=not args.no_importance)
+    out = (Path(args.out) if args.out else Path("reports") / args.name).absolute()
+    from mimax.analysis.report import write_report
+
+    try:
+        tables = write_tables(data, results, out)
+        report = write_report(data, results, out)
+    except OSError as e:
+        raise AnalysisError(f"cannot write to {out}: {e.strerror or e}") from None
+    if args.json:
+        _print_json({**results["summary"], "out": str(out), "report": report,
+                     "importance": results["importance"]})
+        return 0
+    _print_summary(results["summary"], results["importance"])
+    shown = report.get("html") or report.get("markdown") or report.get("md")
+    print(f"tables: {out}/ ({', '.join(p.name for p in tables.values())})")
+    if shown:
+        print(f"report: {shown}")
+    return 0
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _print_summary(s: dict, imp: dict) -> None:
+    print(f"study {s['study']}: {s['n_trials']} trials, {s['n_completed']} completed")
+    for factor, levels in s["factors"].items():
+        print(f"  {factor}:")
+        for level, v in levels.items():
+            print(f"    {level:<24} accuracy {_fmt(v['accuracy_mean'])} ± {_fmt(v['accuracy_sd'])}  "
+                  f"bound {_fmt(v['bound_mean'])}  n={v['n']}")
+    c = s["bound_vs_accuracy"]
+    print(f"  bound vs accuracy: Spearman {_fmt(c['spearman'])} [{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}], "
+          f"Kendall {_fmt(c['kendall'])} (n={c.get('n', 0)})")
+    for method in ("ped_anova", "fanova"):
+        if imp.get(method):
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in imp[method].items())
+            print(f"  importance ({method}): {shown}")
+        elif imp.get("reasons", {}).get(method):
+            print(f"  importance ({method}): none ({imp['reasons'][method]})")
+
+
+# ---- export ---------------------------------------------------------------------------------------
+
+
+def _arrow_safe(frame):
+    """Object columns holding several Python types (e.g. a config key that is a string in some trials
+    and a number in others) become text, which Parquet can store."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            kinds = {type(v) for v in out[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+            if len(kinds) > 1:
+                out[col] = out[col].map(lambda v: None if v is None else str(v))
+    return out
+
+
+def _export(args) -> int:
+    from mimax.analysis.load import final, load
+
+    data = load(_url(args.db), args.name)
+    frames = {"trials": data.trials, "evaluations": data.evaluations, "final": final(data)}
+    out = Path(args.out)
+    if args.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise AnalysisError("--format parquet needs pyarrow, which is not installed; use --format csv") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for key, frame in frames.items():
+            path = out / f"{key}.{args.format}"
+            if args.format == "csv":
+                frame.to_csv(path, index=False)
+            else:
+                _arrow_safe(frame).to_parquet(path, index=False)
+            written.append(path)
+        study = out / "study.json"
+        study.write_text(json.dumps(_plain({**data.study, "factors": data.factors, "environment": data.environment}),
+                                    indent=2, allow_nan=False, default=str) + "\n")
+        written.append(study)
+    except OSError as e:
+        raise AnalysisError(f"cannot write to {out}: {e.strerror or e}") from None
+    for path in written:
+        print(path)
+    return 0
+
+
+# ---- compare --------------------------------------------------------------------------------------
+
+
+def _compare(args) -> int:
+    from mimax.analysis.load import load
+    from mimax.analysis.stats import compare
+
+    url_a = _url(args.db)
+    url_b = args.db2 or url_a
+    a, b = load(url_a, args.name_a), load(url_b, args.name_b)
+    space_a, space_b = a.study.get("space_json") or {}, b.study.get("space_json") or {}
+    same_fp = a.study["space_fingerprint"] == b.study["space_fingerprint"]
+    name_a, name_b = space_a.get("name"), space_b.get("name")
+    if not same_fp and not (name_a and name_a == name_b):
+        raise AnalysisError(
+            f"studies '{a.name}' and '{b.name}' searched different spaces "
+            f"({name_a or '?'} {a.study['space_fingerprint'][:12]} vs {name_b or '?'} "
+            f"{b.study['space_fingerprint'][:12]}); compare needs the same space")
+    table = compare(a, b, how=args.how, n_boot=args.n_boot, seed=args.seed)
+    if args.json:
+        _print_json({"studies": [a.name, b.name], "factors": list(dict.fromkeys([*a.factors, *b.factors])),
+                     "same_fingerprint": same_fp, "how": args.how, "configs": table.to_dict(orient="records")})
+        return 0
+    print(f"{b.name} − {a.name} per configuration (final {args.how}; 95% bootstrap CI)")
+    for _, r in table.iterrows():
+        print(f"  {r['config']:<32} {r['metric']:<15} {_fmt(r['mean_a'])} → {_fmt(r['mean_b'])}  "
+              f"diff {_fmt(r['diff'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]  n={r['n_a']}/{r['n_b']}")
+    return 0

@@ -1,0 +1,118 @@
+"""Hyperparameter importance from the study's Optuna study (PED-ANOVA and fANOVA), read-only.
+
+The Optuna study lives in the same database ("mimax:<name>"): one Optuna trial per configuration whose
+value is the mean objective over its completed seed replicates. Importances are normalised to sum to 1.
+A method that cannot say anything meaningful returns an empty mapping and a one-line reason.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+from mimax.analysis.load import StudyData, scrub
+
+__all__ = ["METHODS", "importances"]
+
+METHODS = ("ped_anova", "fanova")
+
+
+def _optuna_url(db_url: str) -> str:
+    """The same database for Optuna, opened read-only when it is a SQLite file."""
+    from sqlalchemy.engine import URL
+
+    from mimax.study.store import _parse_url
+
+    parsed = _parse_url(db_url)
+    if parsed.get_backend_name() != "sqlite":
+        return parsed.render_as_string(hide_password=False)
+    path = Path(parsed.database).expanduser().absolute()
+    url = URL.create("sqlite+pysqlite", database=f"file:{urllib.parse.quote(str(path))}",
+                     query={"mode": "ro", "uri": "true"})
+    return url.render_as_string(hide_password=False)
+
+
+def _load_study(db_url: str, name: str):
+    import optuna
+    from sqlalchemy.pool import NullPool
+
+    storage = optuna.storages.RDBStorage(
+        _optuna_url(db_url), engine_kwargs={"poolclass": NullPool},
+        skip_compatibility_check=True, skip_table_creation=True,
+    )
+    return optuna.load_study(study_name=name, storage=storage), storage
+
+
+def importances(db_url: str, data: StudyData | str, *, methods=METHODS, seed: int = 0) -> dict:
+    """``{"ped_anova": {param: importance}, "fanova": {...}, "reasons": {method: why it is empty}}``
+    for the Optuna study of ``data`` (a loaded study, or a study name whose Optuna study is
+    ``mimax:<name>``). Parameters are Optuna's names (``critic.name``, ``train.lr``)."""
+    import logging
+
+    import optuna
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown importance method {unknown[0]!r} (methods: {', '.join(METHODS)})")
+    name = data.study["optuna_study_name"] if isinstance(data, StudyData) else f"mimax:{data}"
+    out: dict = {m: {} for m in methods}
+    out["reasons"] = {}
+
+    def skip(reason: str) -> dict:
+        out["reasons"].update({m: reason for m in methods})
+        return out
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        result = _evaluate(db_url, name, methods, seed, out, skip)
+        result["reasons"] = {m: scrub(r, db_url) for m, r in result["reasons"].items()}
+        return result
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _evaluate(db_url: str, name: str, methods, seed: int, out: dict, skip) -> dict:
+    import optuna
+
+    try:
+        study, storage = _load_study(db_url, name)
+    except Exception as e:  # no Optuna tables, no such study, an unreadable database
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return skip(f"no readable Optuna study '{name}': {msg}")
+    try:
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(trials) < 2:
+            return skip(f"needs at least 2 completed Optuna trials (configurations), found {len(trials)}")
+        seen: dict[str, set] = {}
+        for t in trials:
+            for p, v in t.params.items():
+                seen.setdefault(p, set()).add(repr(v))
+        varying = sorted(p for p, values in seen.items()
+                         if len(values) > 1 or sum(p in t.params for t in trials) < len(trials))
+        if not varying:
+            return skip("no searched parameter takes more than one value")
+        if len(varying) == 1:
+            return skip(f"only one searched parameter varies ({varying[0]}): its importance is trivially 1")
+        multi = len(study.directions) > 1
+        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        for method in methods:
+            try:
+                if method == "ped_anova":
+                    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+                    # With an explicit target PED-ANOVA takes lower as better.
+                    target = (lambda t: -t.values[0] if maximize else t.values[0]) if multi else None
+                elif method == "fanova":
+                    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+                    target = (lambda t: t.values[0]) if multi else None
+                res = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
+                out[method] = {k: float(v) for k, v in res.items()}
+                if multi:
+                    out["reasons"][method] = f"importance for the first objective only ({study.directions[0].name})"
+            except Exception as e:  # an evaluator's own limits (e.g. fANOVA and conditional params)
+                text = str(e).strip()
+                out["reasons"][method] = f"{type(e).__name__}: {text.splitlines()[0] if text else 'failed'}"
+        return out
+    finally:
+        storage.engine.dispose()

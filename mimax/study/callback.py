@@ -13,15 +13,9 @@ from typing import Any
 from ray import tune
 
 from mimax.study.outcome import final_state
-from mimax.trainables.tune_adapter import read_meta
+from mimax.trainables.tune_adapter import read_meta, records_of
 
 log = logging.getLogger(__name__)
-# Ray's own bookkeeping keys: not part of the evaluation record.
-RAY_KEYS = {
-    "done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
-    "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "config",
-    "should_checkpoint", "experiment_tag",
-}
 
 
 def now() -> datetime:
@@ -99,49 +93,63 @@ class StoreWriter:
 
 
 class StoreCallback(tune.Callback):
+    """One Ray trial is a pack of replicates (often of one); each member is its own row in the store."""
+
     def __init__(self, writer: StoreWriter, progress=None):
         self.writer = writer
         self.progress = progress
+        self.last: dict[str, dict] = {}  # trial_key -> last record seen
+        self.ended: set[str] = set()  # members that ended inside a running pack (diverged)
 
     @staticmethod
-    def _key(trial) -> str:
-        return trial.config["trial_key"]
+    def _keys(trial) -> list[str]:
+        return [m["trial_key"] for m in trial.config["members"]]
+
+    def _put_members(self, trial, fields: dict[str, Any], keys: list[str] | None = None) -> None:
+        for key in keys if keys is not None else self._keys(trial):
+            self.writer.put("trial", (key, dict(fields)))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         res = trial.placement_group_factory.required_resources if trial.placement_group_factory else None
-        self.writer.put("trial", (self._key(trial), {"state": "running", "resources": res,
-                                                      "ray_trial_id": trial.trial_id}))
+        keys = [k for k in self._keys(trial) if k not in self.ended]
+        self._put_members(trial, {"state": "running", "resources": res, "ray_trial_id": trial.trial_id}, keys)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        record = {k: v for k, v in result.items() if k not in RAY_KEYS and not k.startswith("params.")}
-        record.pop("trial_key", None)
         node = f"{result.get('node_ip')}/{result.get('node_id')}" if result.get("node_id") else None
-        fields: dict[str, Any] = {"last_step": result.get("step"), "node": node}
-        if result.get("event") == "diverged":
-            fields.update(state="diverged", ended_at=now(), error=result.get("reason"))
-        self.writer.put("eval", {"trial_key": self._key(trial), "step": int(result["step"]), "record": record,
-                                 "trial": fields})
+        for key, rec in records_of(result).items():
+            record = {k: v for k, v in rec.items()}
+            record["pack_size"] = result.get("pack_size", 1)
+            record["replayed"] = bool(result.get("replayed"))
+            fields: dict[str, Any] = {"last_step": rec.get("step"), "node": node}
+            if rec.get("event") == "diverged":
+                fields.update(state="diverged", ended_at=now(), error=rec.get("reason"))
+                self.ended.add(key)
+            self.last[key] = rec
+            self.writer.put("eval", {"trial_key": key, "step": int(rec["step"]), "record": record, "trial": fields})
         if self.progress:
             self.progress.on_result(trial, result)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         meta = read_meta(checkpoint.path) if Path(checkpoint.path).exists() else None
-        if meta and meta.get("trial_key") == self._key(trial):
-            self.writer.put("trial", (self._key(trial), {"checkpoint": checkpoint.path,
-                                                          "checkpoint_step": meta["step"]}))
+        if meta and meta.get("trial_keys") == self._keys(trial):
+            self._put_members(trial, {"checkpoint": checkpoint.path, "checkpoint_step": meta["step"]})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         steps = trial.config["trial"]["train"]["steps"]
-        state = final_state(trial.last_result, steps, error=False)
-        self.writer.put("trial", (self._key(trial), {"state": state, "ended_at": now()}))
-        if self.progress:
-            self.progress.on_end(trial, state)
+        for key in self._keys(trial):
+            if key in self.ended:
+                continue
+            state = final_state(self.last.get(key), steps, error=False)
+            self.writer.put("trial", (key, {"state": state, "ended_at": now()}))
+            if self.progress:
+                self.progress.on_end(trial, state)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.writer.put("trial", (self._key(trial), {"state": "failed", "ended_at": now(),
-                                                      "error": _error_text(trial)}))
+        keys = [k for k in self._keys(trial) if k not in self.ended]
+        self._put_members(trial, {"state": "failed", "ended_at": now(), "error": _error_text(trial)}, keys)
         if self.progress:
-            self.progress.on_end(trial, "failed")
+            for _ in keys:
+                self.progress.on_end(trial, "failed")
 
     def on_step_end(self, iteration, trials, **info):
         if self.progress:
@@ -152,7 +160,7 @@ class StoreCallback(tune.Callback):
 
     # Ray pickles callbacks into the experiment directory: keep the store (and its URL) out of it.
     def __getstate__(self):
-        return {"writer": None, "progress": None}
+        return {"writer": None, "progress": None, "last": {}, "ended": set()}
 
 
 def _error_text(trial) -> str:

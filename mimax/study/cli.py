@@ -17,6 +17,15 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _pack(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join this Ray cluster (HOST:PORT); default: a private local cluster")
     p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, metavar="C")
@@ -26,6 +35,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", choices=["none", "asha"], default="none")
     p.add_argument("--results-dir", metavar="DIR", help="checkpoints and Ray's files (shared storage on a cluster)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.add_argument("--pack", type=_pack, default="auto", metavar="R|auto",
+                   help="seed replicates trained together in one trial (default: as many as fit in memory)")
 
 
 def register(sub) -> None:
@@ -66,7 +77,8 @@ def _opts(args):
     from mimax.study.engine import RunOptions
 
     return RunOptions(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                      max_concurrent=args.max_concurrent, scheduler=args.scheduler, quiet=args.quiet)
+                      max_concurrent=args.max_concurrent, scheduler=args.scheduler, quiet=args.quiet,
+                      pack=args.pack)
 
 
 def _finish(summary: dict, quiet: bool) -> int:

@@ -23,6 +23,7 @@ class RunOptions:
     max_concurrent: int | None = None
     scheduler: str = "none"
     quiet: bool = False
+    pack: int | str = "auto"  # seed replicates per Ray trial
 
 
 def db_url(given: str | None) -> str:
@@ -134,6 +135,8 @@ def _connect(opts: RunOptions, store) -> None:
         raise ConfigError("--cpus-per-trial", f"expected a number > 0, got {opts.cpus_per_trial:g}")
     if opts.gpus_per_trial < 0:
         raise ConfigError("--gpus-per-trial", f"expected a number ≥ 0, got {opts.gpus_per_trial:g}")
+    if opts.pack != "auto" and (not isinstance(opts.pack, int) or opts.pack < 1):
+        raise ConfigError("--pack", f"expected a whole number ≥ 1 or auto, got {opts.pack!r}")
     if opts.max_concurrent is not None and opts.max_concurrent < 1:
         raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {opts.max_concurrent}")
     cluster.connect(opts.address, scrub=store.scrub)
@@ -156,7 +159,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
         store.update_study(name, status="running")
         store.record_environment(name, collect_environment("cuda" if opts.gpus_per_trial else "cpu"), session)
         searcher = StudySearcher(store=store, study=study, space=space, target_configs=study["n_configs_requested"],
-                                 session=session)
+                                 session=session, pack=opts.pack)
         total = study["n_configs_requested"] * len(space.seed_values())
         counts = store.state_counts(name)
         done = sum(counts[s] for s in TERMINAL)
@@ -183,8 +186,8 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, scheduler=scheduler, num_samples=remaining,
                     max_concurrent_trials=opts.max_concurrent,
-                    trial_name_creator=lambda t: t.config["trial_key"],
-                    trial_dirname_creator=lambda t: t.config["trial_key"],
+                    trial_name_creator=lambda t: t.config["pack_key"],
+                    trial_dirname_creator=lambda t: t.config["pack_key"],
                     **tune_kwargs,
                 ),
                 run_config=tune.RunConfig(

@@ -31,9 +31,12 @@ class StudyProgress:
         self.progress.stop()
 
     def on_result(self, trial, result) -> None:
-        v = result.get(self.metric) if self.metric else None
-        if v is not None and (self.best is None or (v > self.best if self.direction == "maximize" else v < self.best)):
-            self.best = float(v)
+        from mimax.trainables.tune_adapter import records_of
+
+        for rec in records_of(result).values():
+            v = rec.get(self.metric) if self.metric else None
+            if v is not None and (self.best is None or (v > self.best if self.direction == "maximize" else v < self.best)):
+                self.best = float(v)
 
     def on_end(self, trial, state: str) -> None:
         self.progress.advance(self.task)

@@ -20,7 +20,7 @@ from ray.tune.search import Searcher
 
 from mimax.study.outcome import TERMINAL, final_state, objective_values
 from mimax.trainables.config import validate
-from mimax.trainables.tune_adapter import CHECKPOINT_FILE
+from mimax.trainables.tune_adapter import CHECKPOINT_FILE, read_meta, records_of
 
 log = logging.getLogger(__name__)
 TrialState = optuna.trial.TrialState
@@ -36,18 +36,20 @@ def now() -> datetime:
 
 class StudySearcher(Searcher):
     def __init__(self, *, store, study: dict, space, target_configs: int, session: int = 0,
-                 metric: str | None = None, mode: str | None = None):
+                 pack: int | str = 1, metric: str | None = None, mode: str | None = None):
         super().__init__(metric=metric, mode=mode)
         self.store, self.study_name, self.space = store, study["name"], space
         self.target = target_configs
+        self.pack = pack  # replicates per Ray trial: a number, or "auto" (as many as fit in memory)
         self.seeds = space.seed_values()
         self.metrics = list(space.metrics)
         self.ot_study = optuna.load_study(
             study_name=study["optuna_study_name"], storage=store.optuna_storage(),
             sampler=space.make_sampler(session=session),
         )
-        self.queue: deque[dict] = deque()
-        self.live: dict[str, dict] = {}  # Ray trial id -> work item
+        self.queue: deque[dict] = deque()  # packs to run
+        self.live: dict[str, dict] = {}  # Ray trial id -> pack
+        self.last: dict[str, dict] = {}  # trial_key -> last record seen (with the pack's params.*)
         self.groups: dict[int, dict[int, tuple[str, dict | None]]] = defaultdict(dict)  # number -> seed -> outcome
         self.group_size: dict[int, int] = {}
         self.curves: dict[int, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
@@ -58,15 +60,32 @@ class StudySearcher(Searcher):
         """Queue unfinished replicates (from their last checkpoint) and reconcile Optuna with the store."""
         rows = self.store.trials(self.study_name)
         finals = self._final_records()
+        by_key = {row["trial_key"]: row for row in rows}
+        unfinished: dict[int, list[dict]] = defaultdict(list)
         for row in rows:
             number = row["optuna_trial_number"]
             self.group_size[number] = self.group_size.get(number, 0) + 1
             if row["state"] in TERMINAL:
                 self.groups[number][row["seed"]] = (row["state"], finals.get(row["trial_key"]))
             else:
+                unfinished[number].append(row)
+        for number, group in unfinished.items():
+            fresh, packed = [], set()
+            for row in group:
+                if row["trial_key"] in packed:
+                    continue
                 ckpt = row.get("checkpoint")
-                resume = ckpt if ckpt and (Path(ckpt) / CHECKPOINT_FILE).exists() else None
-                self.queue.append(self._item(row["trial_key"], number, row["seed"], row["config"], resume))
+                meta = read_meta(ckpt) if ckpt and (Path(ckpt) / CHECKPOINT_FILE).exists() else None
+                if meta and row["trial_key"] in meta.get("trial_keys", []) and all(k in by_key for k in meta["trial_keys"]):
+                    # Resume the whole pack from its checkpoint (members that already ended stay ended in it).
+                    members = [(k, by_key[k]["seed"]) for k in meta["trial_keys"]]
+                    packed.update(meta["trial_keys"])
+                    self.queue.append(self._item(meta.get("pack_key", row["trial_key"]), number, members,
+                                                 row["config"], ckpt))
+                else:
+                    fresh.append(row)
+            self._queue_packs(number, [(r["trial_key"], r["seed"]) for r in fresh if r["trial_key"] not in packed],
+                              group[0]["config"])
         self.asked = len(self.group_size)
         known = set(self.group_size)
         for t in self.ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
@@ -88,17 +107,31 @@ class StudySearcher(Searcher):
         self._record_group(t.number, config)
 
     def _record_group(self, number: int, config: dict) -> None:
-        rows, items = [], []
+        rows = []
         for i, seed in enumerate(self.seeds):
             full = validate(dict(config, seed=seed)).to_dict()
-            key = trial_key(number, seed)
-            rows.append({"trial_key": key, "optuna_trial_number": number, "config": full, "seed": seed,
-                         "replicate_group": str(number), "replicate_index": i})
-            items.append(self._item(key, number, seed, full, None))
+            rows.append({"trial_key": trial_key(number, seed), "optuna_trial_number": number, "config": full,
+                         "seed": seed, "replicate_group": str(number), "replicate_index": i})
         self.store.add_trials(self.study_name, rows)
         self.group_size[number] = len(self.seeds)
         self.asked += 1
-        self.queue.extend(items)
+        self._queue_packs(number, [(r["trial_key"], r["seed"]) for r in rows], rows[0]["config"])
+
+    def _pack_size(self, config: dict, n: int) -> int:
+        if self.pack == "auto":
+            from mimax.trainables.packed import auto_pack_size
+
+            return auto_pack_size(config, n)
+        return max(1, min(int(self.pack), n))
+
+    def _queue_packs(self, number: int, members: list[tuple[str, int]], config: dict) -> None:
+        if not members:
+            return
+        size = self._pack_size(config, len(members))
+        for i in range(0, len(members), size):
+            chunk = members[i : i + size]
+            key = chunk[0][0] if len(chunk) == 1 else f"c{number:04d}-p{chunk[0][1]}x{len(chunk)}"
+            self.queue.append(self._item(key, number, chunk, config, None))
 
     def _final_records(self) -> dict[str, dict]:
         finals: dict[str, dict] = {}
@@ -110,12 +143,13 @@ class StudySearcher(Searcher):
         return finals
 
     @staticmethod
-    def _item(key: str, number: int, seed: int, config: dict, resume: str | None) -> dict:
+    def _item(pack_key: str, number: int, members: list[tuple[str, int]], config: dict, resume: str | None) -> dict:
         trial = {k: v for k, v in config.items() if k != "seed"}
-        return {"trial_key": key, "number": number, "seed": seed, "trial": trial, "resume_from": resume}
+        return {"pack_key": pack_key, "number": number, "trial": trial, "resume_from": resume,
+                "members": [{"trial_key": k, "seed": s} for k, s in members]}
 
     def remaining(self) -> int:
-        """Replicates still to run in this session."""
+        """At most this many Ray trials (packs) are still to run in this session."""
         return len(self.queue) + (self.target - self.asked) * len(self.seeds)
 
     # -------------------------------------------------------------- asking
@@ -137,23 +171,40 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED if not self.live else None
         item = self.queue.popleft()
         self.live[trial_id] = item
-        self.store.update_trial(self.study_name, item["trial_key"], ray_trial_id=trial_id)
-        return {k: item[k] for k in ("trial_key", "trial", "seed", "resume_from")}
+        for m in item["members"]:
+            self.store.update_trial(self.study_name, m["trial_key"], ray_trial_id=trial_id)
+        return {k: item[k] for k in ("pack_key", "trial", "members", "resume_from")}
 
     # ------------------------------------------------------------- results
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         item = self.live.get(trial_id)
-        if item and self.metrics and result.get(self.metrics[0]) is not None:
-            self.curves[item["number"]][item["seed"]][int(result["step"])] = float(result[self.metrics[0]])
+        if not item:
+            return
+        seeds = {m["trial_key"]: m["seed"] for m in item["members"]}
+        params = {k: v for k, v in result.items() if k.startswith("params.")}
+        for key, rec in records_of(result).items():
+            if key not in seeds:
+                continue
+            self.last[key] = {**rec, **params}
+            v = rec.get(self.metrics[0]) if self.metrics else None
+            if v is not None:
+                self.curves[item["number"]][seeds[key]][int(rec["step"])] = float(v)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         item = self.live.pop(trial_id, None)
         if item is None:
             return
         if result:
+            self.live[trial_id] = item
             self.on_trial_result(trial_id, result)
-        state = final_state(result, item["trial"]["train"]["steps"], error)
-        self.groups[item["number"]][item["seed"]] = (state, result)
+            self.live.pop(trial_id)
+        steps = item["trial"]["train"]["steps"]
+        for m in item["members"]:
+            last = self.last.get(m["trial_key"])
+            if item["number"] in self.groups and m["seed"] in self.groups[item["number"]]:
+                continue  # ended in an earlier session (a resumed pack)
+            state = "diverged" if last and last.get("event") == "diverged" else final_state(last, steps, error)
+            self.groups[item["number"]][m["seed"]] = (state, last)
         self._maybe_tell(item["number"])
 
     def _maybe_tell(self, number: int) -> None:

@@ -1,8 +1,13 @@
 """A thin Ray Tune adapter around the training loop: report every evaluation with a checkpoint.
 
-The trial's Ray config is ``{"trial_key", "trial" (trial config without seed), "seed", "resume_from"}``.
+One Ray trial trains a *pack*: one or more seed replicates of one configuration. Its Ray config is
+``{"pack_key", "trial" (trial config without seed), "members": [{"trial_key", "seed"}], "resume_from"}``.
+A pack of one runs the plain ``Trainer``; a larger pack runs ``PackedTrainer`` (vmapped replicates).
+Each result carries ``records`` = {trial_key: evaluation record} for the members with something new,
+plus the members' mean of each metric at top level (what a scheduler compares).
+
 A trial restored from a checkpoint (Ray's own restore, or ``resume_from`` given by ``mimax resume``)
-re-reports the evaluation stored in that checkpoint first: writes are idempotent on (trial, step), and
+re-reports the records stored in that checkpoint first: writes are idempotent on (trial, step), and
 this closes the gap when the driver died between a checkpoint and its database write.
 """
 
@@ -16,12 +21,7 @@ from typing import Any
 
 CHECKPOINT_FILE = "trainer.pt"
 META_FILE = "meta.json"
-
-
-def flat_metrics(record: dict[str, Any], params: dict[str, int]) -> dict[str, Any]:
-    out = dict(record)
-    out.update({f"params.{k}": v for k, v in params.items()})
-    return out
+MEAN_KEYS = ("bound_train", "bound_test", "probe_accuracy", "loss", "classifier_accuracy")
 
 
 def read_meta(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -31,33 +31,110 @@ def read_meta(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
+def records_of(result: dict[str, Any] | None) -> dict[str, dict]:
+    """The per-member records of a result, whether Ray passed it nested or flattened ("records/KEY/x")."""
+    if not result:
+        return {}
+    if isinstance(result.get("records"), dict):
+        return result["records"]
+    out: dict[str, dict] = {}
+    for name, value in result.items():
+        if name.startswith("records/"):
+            _, key, field = name.split("/", 2)
+            out.setdefault(key, {})[field] = value
+    return out
+
+
+def summary(records: dict[str, dict], step: int) -> dict[str, Any]:
+    """Top-level metrics of a pack's result: the members' mean, where every member has a value."""
+    out: dict[str, Any] = {"step": step, "event": "eval"}
+    evals = [r for r in records.values() if r.get("event") == "eval"]
+    if not evals:
+        out["event"] = "diverged"
+        return out
+    for key in MEAN_KEYS:
+        values = [r.get(key) for r in evals]
+        if values and all(v is not None for v in values):
+            out[key] = sum(values) / len(values)
+    return out
+
+
+class _Single:
+    """``Trainer`` seen as a pack of one."""
+
+    def __init__(self, trial: dict, seed: int, device: str):
+        from mimax.trainables.loop import Trainer
+
+        self.trainer = Trainer(dict(trial, seed=seed), device=device)
+
+    def params(self) -> dict[str, int]:
+        return self.trainer.param_counts()
+
+    def load(self, path):
+        self.trainer.load(path)
+
+    def last(self) -> list[dict | None]:
+        return [self.trainer.last_record]
+
+    def run(self):
+        for rec in self.trainer.run():
+            yield [rec]
+
+    @property
+    def step(self) -> int:
+        return self.trainer.step
+
+    def save(self, path):
+        self.trainer.save(path)
+
+
+class _Pack(_Single):
+    def __init__(self, trial: dict, seeds: list[int], device: str):
+        from mimax.trainables.packed import PackedTrainer
+
+        self.trainer = PackedTrainer(trial, seeds, device=device)
+
+    def last(self) -> list[dict | None]:
+        return list(self.trainer.last_records)
+
+    def run(self):
+        yield from self.trainer.run()
+
+
 def tune_trial(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from mimax.trainables.loop import Trainer
-
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # CPU-only trials never touch a GPU
-    trainer = Trainer(dict(config["trial"], seed=config["seed"]), device=device)
-    params = trainer.param_counts()
+    members = config["members"]
+    keys = [m["trial_key"] for m in members]
+    seeds = [m["seed"] for m in members]
+    runner = _Single(config["trial"], seeds[0], device) if len(members) == 1 else _Pack(config["trial"], seeds, device)
+    params = {f"params.{k}": v for k, v in runner.params().items()}
     ctx = ray.get_runtime_context()
-    where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "device": device}
+    where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "device": device,
+             "pack_size": len(members), **params}
 
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
-            trainer.load(Path(d) / CHECKPOINT_FILE)
+            runner.load(Path(d) / CHECKPOINT_FILE)
     elif config.get("resume_from"):
-        trainer.load(Path(config["resume_from"]) / CHECKPOINT_FILE)
-    if trainer.last_record is not None and trainer.last_record.get("event") == "eval":
-        tune.report({**flat_metrics(trainer.last_record, params), **where, "replayed": True})
+        runner.load(Path(config["resume_from"]) / CHECKPOINT_FILE)
+    replay = {k: r for k, r in zip(keys, runner.last()) if r is not None and r.get("event") == "eval"}
+    if replay:
+        step = max(r["step"] for r in replay.values())
+        tune.report({**summary(replay, step), **where, "records": replay, "replayed": True})
 
-    for record in trainer.run():
-        metrics = {**flat_metrics(record, params), **where, "replayed": False}
-        if record["event"] != "eval":  # diverged: the step is recorded, nothing to resume from
-            tune.report(metrics)
-            return
+    for out in runner.run():
+        records = {k: r for k, r in zip(keys, out) if r is not None}
+        step = max(r["step"] for r in records.values())
+        metrics = {**summary(records, step), **where, "records": records, "replayed": False}
+        if not any(r["event"] == "eval" for r in records.values()):
+            tune.report(metrics)  # only divergences: nothing worth a checkpoint
+            continue
         with tempfile.TemporaryDirectory() as d:
-            trainer.save(Path(d) / CHECKPOINT_FILE)
-            Path(d, META_FILE).write_text(json.dumps({"trial_key": config["trial_key"], "step": trainer.step}))
+            runner.save(Path(d) / CHECKPOINT_FILE)
+            meta = {"pack_key": config["pack_key"], "trial_keys": keys, "step": runner.step}
+            Path(d, META_FILE).write_text(json.dumps(meta))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -56,11 +56,12 @@ def main() -> None:
 
         db1 = f"sqlite:///{tmp}/one.db"
         one_total, _ = timed([*MIMAX, "launch", SPACE, "--name", "one", "--budget", "one", "--db", db1,
-                              "--results-dir", f"{tmp}/res", "--quiet"], tmp)
+                              "--results-dir", f"{tmp}/res", "--pack", "1", "--cpus-per-trial", "2", "--quiet"], tmp)
         (one_wall,) = trial_walls(db1)
         db4 = f"sqlite:///{tmp}/four.db"
         four_total, _ = timed([*MIMAX, "launch", SPACE, "--name", "four", "--budget", "four", "--db", db4,
-                               "--results-dir", f"{tmp}/res", "--max-concurrent", "1", "--quiet"], tmp)
+                               "--results-dir", f"{tmp}/res", "--max-concurrent", "1", "--pack", "1",
+                               "--cpus-per-trial", "2", "--quiet"], tmp)
         four_walls = trial_walls(db4)
 
     ratio = bare_wall / one_wall  # steps/s under launch over steps/s bare
@@ -84,7 +85,9 @@ def main() -> None:
         f"The trial: MNIST, MLP × bilinear × InfoNCE, K = 128, {steps} steps, bound on 5 batches every 500 steps, "
         "no probe. Steps/s are in-trial (training and evaluation, from the trial's own `wall_s`); costs per "
         "study and per trial are what the whole command takes beyond that (Ray start-up, scheduling, "
-        "checkpoints, database writes), from a 1-trial study and a 4-seed study run one trial at a time.",
+        "checkpoints, database writes), from a 1-trial study and a 4-seed study run one trial at a time "
+        "(`--pack 1`). Each launched trial gets `--cpus-per-trial 2`, the two cores the bare run uses "
+        "(Ray sets a trial's thread count to its CPUs).",
         "",
         "| measure | value |",
         "|---|---|",

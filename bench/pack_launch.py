@@ -22,6 +22,9 @@ MIMAX = [sys.executable, "-m", "mimax.cli"]
 
 
 def launch(space: str, pack: str, tmp: str, *extra: str) -> float:
+    # Both runs use both cores: one trial per seed runs two trials of 1 CPU at a time; a pack is one
+    # trial, so it gets the 2 CPUs.
+    extra = (*extra, "--cpus-per-trial", "1" if pack == "1" else "2")
     name = f"b{pack}{int(time.time() * 1000) % 10**8}"
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     t0 = time.perf_counter()
@@ -59,7 +62,7 @@ def main() -> None:
         f"Measured by `bench/pack_launch.py{' --fig3' if args.fig3 else ''}` on {stamp()}; {machine()}; "
         f"load average {load0:.2f} before and {load1:.2f} after; one run, all numbers from it. "
         "Whole `mimax launch` commands (private Ray cluster start-up, scheduling, checkpoints and database "
-        "writes included), each trial on 1 CPU with 2 trials at a time.",
+        "writes included). One trial per seed: 1 CPU each, 2 at a time; packed: one trial with both CPUs.",
         "",
         "| measure | value |",
         "|---|---|",

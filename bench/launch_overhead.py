@@ -25,8 +25,8 @@ SPACE = HERE / "spaces" / "overhead.yaml"
 MIMAX = [sys.executable, "-m", "mimax.cli"]
 
 
-def timed(cmd, cwd) -> tuple[float, subprocess.CompletedProcess]:
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+def timed(cmd, cwd, extra_env=None) -> tuple[float, subprocess.CompletedProcess]:
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **(extra_env or {}))
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
@@ -43,55 +43,69 @@ def trial_walls(db: str) -> list[float]:
         return [w for _, _, w in rows]
 
 
+def measure(tmp: str, config: dict, threads: int) -> dict:
+    """One bare run and two launches whose trials get the same number of threads (Ray sets a trial's
+    thread count to its CPUs; the bare run gets it from OMP_NUM_THREADS)."""
+    steps = config["train"]["steps"]
+    cfg = Path(tmp) / "trial.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    env_threads = {"OMP_NUM_THREADS": str(threads)}
+    bare_total, r = timed([*MIMAX, "train", cfg, "--json"], tmp, env_threads)
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    bare_wall = [x for x in records if x["event"] == "eval"][-1]["wall_s"]
+    opts = ["--results-dir", f"{tmp}/res", "--pack", "1", "--cpus-per-trial", str(threads), "--quiet"]
+    db1 = f"sqlite:///{tmp}/one{threads}.db"
+    one_total, _ = timed([*MIMAX, "launch", SPACE, "--name", "one", "--budget", "one", "--db", db1, *opts], tmp)
+    (one_wall,) = trial_walls(db1)
+    db4 = f"sqlite:///{tmp}/four{threads}.db"
+    four_total, _ = timed([*MIMAX, "launch", SPACE, "--name", "four", "--budget", "four", "--db", db4,
+                           "--max-concurrent", "1", *opts], tmp)
+    four_walls = trial_walls(db4)
+    per_trial = (four_total - sum(four_walls) - (one_total - one_wall)) / 3
+    return {
+        "bare": steps / bare_wall, "launch": steps / one_wall, "ratio": bare_wall / one_wall,
+        "launch4": steps * len(four_walls) / sum(four_walls),
+        "ratio4": (steps * len(four_walls) / sum(four_walls)) / (steps / bare_wall),
+        "bare_startup": bare_total - bare_wall, "per_study": (one_total - one_wall) - per_trial,
+        "per_trial": per_trial,
+    }
+
+
 def main() -> None:
     space = yaml.safe_load(SPACE.read_text())
     config = dict(space["base"], seed=0)
     steps = config["train"]["steps"]
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "trial.yaml"
-        cfg.write_text(yaml.safe_dump(config))
-        bare_total, r = timed([*MIMAX, "train", cfg, "--json"], tmp)
-        records = [json.loads(line) for line in r.stdout.splitlines()]
-        bare_wall = [x for x in records if x["event"] == "eval"][-1]["wall_s"]
-
-        db1 = f"sqlite:///{tmp}/one.db"
-        one_total, _ = timed([*MIMAX, "launch", SPACE, "--name", "one", "--budget", "one", "--db", db1,
-                              "--results-dir", f"{tmp}/res", "--pack", "1", "--cpus-per-trial", "2", "--quiet"], tmp)
-        (one_wall,) = trial_walls(db1)
-        db4 = f"sqlite:///{tmp}/four.db"
-        four_total, _ = timed([*MIMAX, "launch", SPACE, "--name", "four", "--budget", "four", "--db", db4,
-                               "--results-dir", f"{tmp}/res", "--max-concurrent", "1", "--pack", "1",
-                               "--cpus-per-trial", "2", "--quiet"], tmp)
-        four_walls = trial_walls(db4)
-
-    ratio = bare_wall / one_wall  # steps/s under launch over steps/s bare
-    per_trial = (four_total - sum(four_walls) - (one_total - one_wall)) / 3
-    per_study = (one_total - one_wall) - per_trial
-    bare_startup = bare_total - bare_wall
-    rows = [
-        ("bare `mimax train`: training steps/s", f"{steps / bare_wall:.1f}"),
-        ("under `mimax launch`: training steps/s", f"{steps / one_wall:.1f}"),
-        ("ratio launch / bare (target ≥ 0.95)", f"{ratio:.3f}"),
-        ("under launch, 4 sequential seeds: mean steps/s", f"{steps * len(four_walls) / sum(four_walls):.1f}"),
-        ("bare: process start-up + data load + teardown (s)", f"{bare_startup:.1f}"),
-        ("launch: fixed cost per study (s)", f"{per_study:.1f}"),
-        ("launch: fixed cost per trial (s)", f"{per_trial:.1f}"),
+        results = {t: measure(tmp, config, t) for t in (1, 2)}
+    load1 = os.getloadavg()[0]
+    labels = [
+        ("bare `mimax train`: training steps/s", "bare", "{:.1f}"),
+        ("under `mimax launch` (1 trial): training steps/s", "launch", "{:.1f}"),
+        ("ratio launch / bare (target ≥ 0.95)", "ratio", "{:.3f}"),
+        ("under launch, 4 seeds one after another: mean steps/s", "launch4", "{:.1f}"),
+        ("ratio, 4 seeds / bare", "ratio4", "{:.3f}"),
+        ("bare: process start-up + data load + teardown (s)", "bare_startup", "{:.1f}"),
+        ("launch: fixed cost per study (s)", "per_study", "{:.1f}"),
+        ("launch: fixed cost per trial (s)", "per_trial", "{:.1f}"),
     ]
-    width = max(len(a) for a, _ in rows)
-    for a, b in rows:
-        print(f"{a:<{width}}  {b}")
+    rows = [(a, *(fmt.format(results[t][k]) for t in (1, 2))) for a, k, fmt in labels]
+    for a, one, two in rows:
+        print(f"{a:<58} {one:>8} {two:>8}")
     body = "\n".join([
-        f"Measured by `bench/launch_overhead.py` on {stamp()}; {machine()}; one run, all numbers from it.",
-        f"The trial: MNIST, MLP × bilinear × InfoNCE, K = 128, {steps} steps, bound on 5 batches every 500 steps, "
-        "no probe. Steps/s are in-trial (training and evaluation, from the trial's own `wall_s`); costs per "
-        "study and per trial are what the whole command takes beyond that (Ray start-up, scheduling, "
-        "checkpoints, database writes), from a 1-trial study and a 4-seed study run one trial at a time "
-        "(`--pack 1`). Each launched trial gets `--cpus-per-trial 2`, the two cores the bare run uses "
-        "(Ray sets a trial's thread count to its CPUs).",
+        f"Measured by `bench/launch_overhead.py` on {stamp()}; {machine()}; load average {load0:.2f} before "
+        f"and {load1:.2f} after; one run, all numbers from it.",
+        f"The trial: MNIST, MLP × bilinear × InfoNCE, K = 128, {steps} steps, bound on 5 batches every 500 "
+        "steps, no probe. Steps/s are in-trial (training, evaluation and the checkpoint at each evaluation, "
+        "from the trial's own `wall_s`); costs per study and per trial are what the whole command takes beyond "
+        "that (Ray start-up, scheduling, database writes), from a 1-trial study and a 4-seed study run one trial "
+        "at a time (`--pack 1`). Both columns give the bare run and the launched trial the same threads: "
+        "1 thread (`--cpus-per-trial 1`, the default) and 2 threads (`--cpus-per-trial 2`, every core of this "
+        "machine, so Ray's own processes and the driver compete with the trial for them).",
         "",
-        "| measure | value |",
-        "|---|---|",
-        *[f"| {a} | {b} |" for a, b in rows],
+        "| measure | 1 thread | 2 threads |",
+        "|---|---|---|",
+        *[f"| {a} | {one} | {two} |" for a, one, two in rows],
     ])
     write_section("Study engine: launch overhead", body)
 

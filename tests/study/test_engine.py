@@ -237,3 +237,16 @@ def test_packed_replicates_are_recorded_as_if_run_alone(tmp_path, sqlite_url):
     assert ray_ids["alone"]["c0000-s0"] != ray_ids["alone"]["c0000-s1"]
     bad = run("launch", SPACES / "tiny-grid.yaml", "--name", "x", "--db", sqlite_url, "--pack", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--pack" in bad.stderr
+
+
+def test_failed_trials_keep_their_error_and_optuna_is_told_fail(tmp_path, sqlite_url):
+    r = run("launch", SPACES / "fails.yaml", "--name", "f", "--db", sqlite_url, "--quiet", cwd=tmp_path)
+    assert r.returncode == 1  # every trial failed
+    rows = query(sqlite_url, "SELECT trial_key, state, error FROM mimax_trials")
+    assert len(rows) == 2
+    for key, state, error in rows:
+        assert state == "failed"
+        assert "data.root" in error and "/nonexistent/cifar-10-batches-py" in error, error
+    assert [t.state for t in optuna_trials(sqlite_url, "f")] == [TS.FAIL, TS.FAIL]
+    st = json.loads(run("status", "f", "--db", sqlite_url, "--json", cwd=tmp_path).stdout)
+    assert st["states"]["failed"] == 2 and st["total"] == 2

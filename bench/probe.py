@@ -25,6 +25,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mimax.trainables.data import DATASETS  # noqa: E402
 from mimax.trainables.probes import PROBES  # noqa: E402
@@ -63,15 +64,11 @@ def machine() -> str:
 
 
 def write_section(text: str) -> None:
-    old = DOC.read_text() if DOC.exists() else "# Performance\n"
-    text = text.rstrip("\n") + "\n\n"  # a blank line before the next section
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text, old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(new.rstrip("\n") + "\n")
+    """Replace only this benchmark's section of docs/PERFORMANCE.md (``text`` starts with its heading)."""
+    from perf_doc import write_section as replace_section
+
+    heading, _, body = text.partition("\n")
+    replace_section(heading.removeprefix("## ").strip(), body)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sqlalchemy  # noqa: E402
 
@@ -120,15 +121,11 @@ def machine() -> str:
 
 
 def write_section(text: str) -> None:
-    """Replace only this benchmark's section; read the file right before writing (others write too)."""
-    old = DOC.read_text() if DOC.exists() else "# Performance\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text, old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(new.rstrip("\n") + "\n")
+    """Replace only this benchmark's section of docs/PERFORMANCE.md (``text`` starts with its heading)."""
+    from perf_doc import write_section as replace_section
+
+    heading, _, body = text.partition("\n")
+    replace_section(heading.removeprefix("## ").strip(), body)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/perf_doc.py
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 HEADING = "## Training steps per second (K = 128)"
 K = 128
@@ -136,16 +137,11 @@ def machine() -> tuple[str, int]:
 
 
 def write_section(text: str) -> None:
-    """Replace only our section, reading the file right before writing (others write other sections)."""
-    old = DOC.read_text() if DOC.exists() else "# Performance\n"
-    text = text.rstrip("\n") + "\n\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text, old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(new.rstrip("\n") + "\n")
+    """Replace only this benchmark's section of docs/PERFORMANCE.md (``text`` starts with its heading)."""
+    from perf_doc import write_section as replace_section
+
+    heading, _, body = text.partition("\n")
+    replace_section(heading.removeprefix("## ").strip(), body)
 
 
 def table(rows: list[tuple[str, str, dict]], base_rss: float, ref_speed: float | None) -> str:

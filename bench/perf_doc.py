@@ -12,7 +12,7 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[1] / "docs" / "PERFORMANCE.md"
 
 
-def machine() -> str:
+def cpu_model() -> str:
     model = platform.processor() or "unknown CPU"
     try:
         for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
@@ -20,7 +20,11 @@ def machine() -> str:
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores"
+    return model
+
+
+def machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def stamp() -> str:

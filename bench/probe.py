@@ -14,9 +14,7 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,12 +53,9 @@ def timed(probe, arrays, repeats: int) -> tuple[float, float]:
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = re.search(r"^Model name:\s*(.+)$", out, re.M).group(1).strip()
-    except (OSError, subprocess.CalledProcessError, AttributeError):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
+    from perf_doc import machine as cores
+
+    return f"{cores()}, torch {torch.get_num_threads()} threads"
 
 
 def write_section(text: str) -> None:

@@ -19,10 +19,8 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sqlalchemy  # noqa: E402
 
 from mimax.study.store import Store  # noqa: E402
+from perf_doc import machine  # noqa: E402
 
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 HEADING = "## Results store: write cost"
@@ -109,15 +108,6 @@ def pg_database(admin_url: str):
         admin.close()
 
     return (u.set(database=name).render_as_string(hide_password=False), drop, info), None
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = re.search(r"^Model name:\s*(.+)$", out, re.M).group(1).strip()
-    except (OSError, subprocess.CalledProcessError, AttributeError):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def write_section(text: str) -> None:

@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -127,15 +126,6 @@ def speed_of(result: dict) -> float:
     return statistics.median(result["rates"])
 
 
-def machine() -> tuple[str, int]:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = re.search(r"^Model name:\s*(.+)$", out, re.M).group(1).strip()
-    except (OSError, subprocess.CalledProcessError, AttributeError):
-        model = platform.processor() or "unknown CPU"
-    return model, os.cpu_count() or 1
-
-
 def write_section(text: str) -> None:
     """Replace only this benchmark's section of docs/PERFORMANCE.md (``text`` starts with its heading)."""
     from perf_doc import write_section as replace_section
@@ -203,7 +193,9 @@ def main() -> None:
 
     import torch
 
-    model, cores = machine()
+    from perf_doc import cpu_model
+
+    model, cores = cpu_model(), os.cpu_count() or 1
     threads = base["threads"]
     # Our own runs keep about `threads` cores busy, so the 1-minute average after includes them.
     others = max(load_before, load_after - threads)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from planted import bare_study, planted_study
+from planted import bare_study, database_at_revision, planted_study
 
 from mimax.cli import main
 
@@ -207,20 +207,8 @@ def test_bad_databases(tmp_path, capsys):
 
 
 def test_older_schema(tmp_path, capsys):
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import create_engine
-
-    from mimax.study.store import MIGRATIONS
-
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-    engine.dispose()
+    database_at_revision(url, "0001")
     err = one_line_error(capsys, "analyze", "x", "--db", url)
     assert "revision 0001" in err and "mimax db upgrade" in err
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from planted import T0, bare_study, planted_study
+from planted import T0, bare_study, database_at_revision, planted_study
 
 from mimax.analysis.load import AnalysisError, final, list_studies, load
 from mimax.errors import ConfigError
@@ -194,19 +194,8 @@ def test_bad_urls(url, needle):
 
 
 def test_older_schema_says_how_to_upgrade(tmp_path):
-    from alembic import command
-    from alembic.config import Config
-
-    from mimax.study.store import MIGRATIONS
-
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-    engine.dispose()
+    database_at_revision(url, "0001")
     expect(url, "x", "revision 0001", "needs 0002", "mimax db upgrade")
     # The advice is true: after the upgrade the database loads (here: the study is simply unknown).
     from mimax.cli import main

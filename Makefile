@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.mimax-installed
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,25 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# The paper's findings (docs/REPRODUCTION.md): every preset at $(BUDGET), one study each in $(REPRO_DB),
+# named <preset>-<budget>; a study already there is resumed (a finished one returns at once), then
+# analysed into reports/reproduce-<budget>/<preset>. BUDGET=paper is for a GPU machine (add
+# REPRO_ARGS='--gpus-per-trial 0.25').
+BUDGET        ?= cpu
+REPRO_DB      ?= sqlite:///reproduce-$(BUDGET).db
+REPRO_ARGS    ?= --quiet
+REPRO_PRESETS ?= pixel-baseline fig3-critics fig4c-noniid sec4-metric fig2-conditioning fig4ab-encoders \
+                 fig1ab-bijective calibration fig1c-adversarial
+reproduce: $(STAMP)
+	set -e; for p in $(REPRO_PRESETS); do \
+	  if $(BIN)/mimax status $$p-$(BUDGET) --db $(REPRO_DB) >/dev/null 2>&1; then \
+	    $(BIN)/mimax resume $$p-$(BUDGET) --db $(REPRO_DB) $(REPRO_ARGS); \
+	  else \
+	    $(BIN)/mimax launch $$p --budget $(BUDGET) --name $$p-$(BUDGET) --db $(REPRO_DB) $(REPRO_ARGS); \
+	  fi; \
+	  $(BIN)/mimax analyze $$p-$(BUDGET) --db $(REPRO_DB) --out reports/reproduce-$(BUDGET)/$$p; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/python bench/probe.py

@@ -159,7 +159,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
         store.update_study(name, status="running")
         store.record_environment(name, collect_environment("cuda" if opts.gpus_per_trial else "cpu"), session)
         searcher = StudySearcher(store=store, study=study, space=space, target_configs=study["n_configs_requested"],
-                                 session=session, pack=opts.pack)
+                                 session=session, pack=opts.pack, trial_gpus=opts.gpus_per_trial)
         total = study["n_configs_requested"] * len(space.seed_values())
         counts = store.state_counts(name)
         done = sum(counts[s] for s in TERMINAL)

@@ -36,11 +36,13 @@ def now() -> datetime:
 
 class StudySearcher(Searcher):
     def __init__(self, *, store, study: dict, space, target_configs: int, session: int = 0,
-                 pack: int | str = 1, metric: str | None = None, mode: str | None = None):
+                 pack: int | str = 1, trial_gpus: float = 0.0, metric: str | None = None,
+                 mode: str | None = None):
         super().__init__(metric=metric, mode=mode)
         self.store, self.study_name, self.space = store, study["name"], space
         self.target = target_configs
         self.pack = pack  # replicates per Ray trial: a number, or "auto" (as many as fit in memory)
+        self.trial_gpus = trial_gpus  # each trial's share of a GPU (0: trials run on CPUs)
         self.seeds = space.seed_values()
         self.metrics = list(space.metrics)
         self.ot_study = optuna.load_study(
@@ -121,7 +123,9 @@ class StudySearcher(Searcher):
         if self.pack == "auto":
             from mimax.trainables.packed import auto_pack_size
 
-            return auto_pack_size(config, n)
+            if self.trial_gpus:  # the trial's share of one GPU (Ray gives whole GPUs above 1)
+                return auto_pack_size(config, n, device="cuda", share=min(1.0, self.trial_gpus))
+            return auto_pack_size(config, n, device="cpu")
         return max(1, min(int(self.pack), n))
 
     def _queue_packs(self, number: int, members: list[tuple[str, int]], config: dict) -> None:

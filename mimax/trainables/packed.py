@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from mimax.errors import ConfigError
+from mimax.trainables.data import DATASETS
 from mimax.trainables.config import Resolved, TrialConfig, resolve
 from mimax.trainables.diagnostics import percentiles
 from mimax.trainables.functional import Stacked, fit_torch_probes, stacked_log_condition_numbers
@@ -537,16 +538,35 @@ def replicate_bytes(config: Mapping[str, Any] | TrialConfig) -> int:
 
 
 def auto_pack_size(
-    config: Mapping[str, Any] | TrialConfig, n_seeds: int, device: str | None = None, free_bytes: int | None = None
+    config: Mapping[str, Any] | TrialConfig, n_seeds: int, device: str | None = None, free_bytes: int | None = None,
+    share: float = 1.0,
 ) -> int:
     """How many replicates to pack: as many as fit in ``FILL`` of the free memory (``free_bytes`` if
-    given, else measured on ``device``), at least 1 and at most ``n_seeds``."""
+    given, else ``share`` of what is free on ``device``), at least 1 and at most ``n_seeds``.
+
+    On a CPU, a trial that fits a probe on 10,000 images or more packs nothing: there the probe, not the
+    vmapped step, dominates, and a pack ran fig3-critics 0.77x as fast as one trial per seed (PERFORMANCE.md)."""
     if n_seeds < 1:
         return 1
+    raw = _raw(config)
     if free_bytes is None:
-        free_bytes = free_memory(device or _raw(config).get("device", "cpu"))
+        dev = resolve_device(str(device or raw.get("device", "cpu")))
+        if dev.type == "cpu" and _probe_heavy(raw):
+            return 1
+        free_bytes = int(free_memory(dev) * share)
     per = max(1, replicate_bytes(config))
     return max(1, min(n_seeds, int(FILL * free_bytes) // per))
+
+
+def _probe_heavy(raw: Mapping[str, Any]) -> bool:
+    ev = raw.get("eval") or {}
+    if ev.get("probe", "none") == "none":
+        return False
+    data = raw.get("data") or {}
+    name = data if isinstance(data, str) else data.get("name")
+    # Digits is the one labelled dataset under 10,000 training images (its class says how many it has).
+    size = ev.get("probe_train_size") or getattr(DATASETS.get(name), "n_train", 60_000)
+    return size >= 10_000
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -487,3 +487,19 @@ def test_bad_seeds_are_refused():
         PackedTrainer(config(), [1, 1])
     with pytest.raises(ConfigError, match="^train.batch_size"):
         PackedTrainer(dict(config(), train={"steps": 1, "batch_size": 1}), [0])
+
+
+def test_auto_packs_nothing_on_cpu_when_a_full_probe_dominates():
+    mnist = dict(config(), data={"name": "mnist"})
+    assert auto_pack_size(mnist, 3, device="cpu") == 1  # 60,000 probe images: one trial per seed
+    assert auto_pack_size(dict(mnist, eval={**mnist["eval"], "probe_train_size": 2000}), 3, device="cpu") == 3
+    assert auto_pack_size(dict(mnist, eval={**mnist["eval"], "probe": "none"}), 3, device="cpu") == 3
+    assert auto_pack_size(config(), 3, device="cpu") == 3  # digits: 1,347 probe images
+    # with a GPU's memory given, the probe rule does not apply
+    assert auto_pack_size(mnist, 3, free_bytes=1 << 40) == 3
+
+
+def test_auto_pack_takes_a_share_of_free_memory():
+    mlp = config()
+    whole = auto_pack_size(mlp, 10**6, device="cpu")
+    assert 0 < auto_pack_size(mlp, 10**6, device="cpu", share=0.25) <= whole // 4 + 1

@@ -19,6 +19,9 @@ from mimax.trainables.config import Resolved, TrialConfig, resolve
 from mimax.trainables.diagnostics import log_condition_numbers, percentiles
 
 CHECKPOINT_VERSION = 1
+# Steps between host reads of the training losses: a read waits for the device, so reading every step
+# would keep a GPU from running ahead of Python.
+SYNC_EVERY = 100
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,6 +74,7 @@ class Trainer:
         self.step = 0
         self.wall_s = 0.0
         self._losses: list[float] = []
+        self._pending: list[torch.Tensor] = []  # losses not yet read from the device
         self.last_eval = -1  # step of the last evaluation yielded
         self.last_record: dict[str, Any] | None = None  # kept in checkpoints so a restore can re-report it
         self._warm = False  # adversarial warm-up done
@@ -123,14 +127,14 @@ class Trainer:
     def _scores(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return self.critic(self.g1(x1), self.g2(x2))
 
-    def _infomax_step(self) -> float:
+    def _infomax_step(self) -> torch.Tensor:
         x1, x2 = self.data.train_batch(self.cfg.train.batch_size, self.gen)
         est = self.estimator(self._scores(x1, x2))
         loss = self.estimator.loss(est)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def _labelled_train(self):
         if self._probe_arrays is None:
@@ -139,7 +143,7 @@ class Trainer:
             self._probe_arrays = self.data.probe_data(g)
         return self._probe_arrays
 
-    def _classifier_step(self) -> float:
+    def _classifier_step(self) -> torch.Tensor:
         x, y, _, _ = self._labelled_train()
         idx = torch.randint(len(y), (self.cfg.train.batch_size,), generator=self.gen, device=self.device)
         with torch.no_grad():
@@ -148,9 +152,9 @@ class Trainer:
         self.cls_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.cls_opt.step()
-        return float(loss.detach())
+        return loss.detach()
 
-    def _encoder_step(self) -> float:
+    def _encoder_step(self) -> torch.Tensor:
         x, _, _, _ = self._labelled_train()
         idx = torch.randint(len(x), (self.cfg.train.batch_size,), generator=self.gen, device=self.device)
         logp = torch.log_softmax(self.classifier(self.g1(x[idx])), dim=1)
@@ -158,9 +162,9 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return float(loss.detach())
+        return loss.detach()
 
-    def _adversarial_round(self) -> float:
+    def _adversarial_round(self) -> torch.Tensor:
         adv = self.cfg.adversarial
         if not self._warm:
             for _ in range(adv.warmup):
@@ -170,7 +174,8 @@ class Trainer:
             self._classifier_step()
         return self._encoder_step()
 
-    def train_step(self) -> float:
+    def train_step(self) -> torch.Tensor:
+        """One step; returns its training loss as a 0-d tensor on the device (reading it waits for the device)."""
         self._set_train(True)
         if self.cfg.train.mode == "infomax":
             loss = self._infomax_step()
@@ -243,14 +248,16 @@ class Trainer:
             self.last_record = self.evaluate()
             yield self.last_record
         while self.step < steps:
-            loss = self.train_step()
+            self._pending.append(self.train_step())
             self.wall_s = time.perf_counter() - t0
-            if not math.isfinite(loss):
-                yield {"event": "diverged", "step": self.step, "loss": None,
-                       "reason": f"training loss is {loss}", "wall_s": self.wall_s}
+            at_eval = self.step % every == 0 or self.step == steps
+            if not at_eval and self.step % SYNC_EVERY:
+                continue
+            diverged = self._drain()
+            if diverged is not None:
+                yield diverged
                 return
-            self._losses.append(loss)
-            if self.step % every == 0 or self.step == steps:
+            if at_eval:
                 mean_loss = sum(self._losses) / len(self._losses)
                 self._losses = []
                 self.last_eval = self.step
@@ -259,8 +266,23 @@ class Trainer:
                 self.last_record = rec
                 yield rec
 
+    def _drain(self) -> dict[str, Any] | None:
+        """Read the losses of the steps since the last read (one wait for the device, not one per step).
+        The first non-finite loss ends the run: its ``diverged`` record, with the step it happened at."""
+        losses = torch.stack(self._pending).tolist() if self._pending else []
+        first = self.step - len(losses) + 1
+        self._pending = []
+        for i, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                self.step = first + i
+                return {"event": "diverged", "step": self.step, "loss": None,
+                        "reason": f"training loss is {loss}", "wall_s": self.wall_s}
+            self._losses.append(loss)
+        return None
+
     # ------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
+        assert not self._pending, "checkpoint between host reads of the losses"
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -38,7 +39,7 @@ from mimax.trainables.data import DATASETS
 from mimax.trainables.config import Resolved, TrialConfig, resolve
 from mimax.trainables.diagnostics import percentiles
 from mimax.trainables.functional import Stacked, fit_torch_probes, stacked_log_condition_numbers
-from mimax.trainables.loop import CHECKPOINT_VERSION, resolve_device, seeded
+from mimax.trainables.loop import CHECKPOINT_VERSION, SYNC_EVERY, resolve_device, seeded
 from mimax.trainables.probes import TorchProbe
 
 PACK_CHECKPOINT_VERSION = 1
@@ -102,6 +103,7 @@ class PackedTrainer:
         self.step = 0
         self.wall_s = 0.0
         self._losses: list[list[float]] = [[] for _ in seeds]
+        self._pending: list[torch.Tensor] = []  # (R,) losses not yet read from the device
         self.last_eval = -1
         self.last_records: list[dict[str, Any] | None] = [None] * self.size
         self.alive = [True] * self.size
@@ -171,7 +173,7 @@ class PackedTrainer:
         return sum(loss for loss, alive in zip(losses, self.alive) if alive)
 
     # --------------------------------------------------------------- training
-    def _infomax_step(self) -> list[float]:
+    def _infomax_step(self) -> torch.Tensor:
         k = self.cfg.train.batch_size
         pairs = [self.data.train_batch(k, g) for g in self.gens]
         x1 = torch.stack([p[0] for p in pairs])
@@ -181,7 +183,7 @@ class PackedTrainer:
         self.opt.zero_grad(set_to_none=True)
         self._total(losses).backward()
         self.opt.step()
-        return torch.stack([loss.detach() for loss in losses]).tolist()
+        return torch.stack([loss.detach() for loss in losses])
 
     def _labelled_train(self):
         if self._probe_arrays is None:
@@ -209,16 +211,16 @@ class PackedTrainer:
         self._total(losses).backward()
         self.cls_opt.step()
 
-    def _encoder_step(self) -> list[float]:
+    def _encoder_step(self) -> torch.Tensor:
         x, _ = self._labelled_batch(False)
         logp = torch.log_softmax(self.classifier(self.g1(x)), dim=-1)
         losses = [-logp[r].mean() for r in range(self.size)]  # cross-entropy to the uniform distribution
         self.opt.zero_grad(set_to_none=True)
         self._total(losses).backward()
         self.opt.step()
-        return torch.stack([loss.detach() for loss in losses]).tolist()
+        return torch.stack([loss.detach() for loss in losses])
 
-    def _adversarial_round(self) -> list[float]:
+    def _adversarial_round(self) -> torch.Tensor:
         adv = self.cfg.adversarial
         if not self._warm:
             for _ in range(adv.warmup):
@@ -228,8 +230,8 @@ class PackedTrainer:
             self._classifier_step()
         return self._encoder_step()
 
-    def train_step(self) -> list[float]:
-        """One step of every replicate; returns the R training losses."""
+    def train_step(self) -> torch.Tensor:
+        """One step of every replicate; returns the R training losses, on the device."""
         if not any(self.alive):
             raise RuntimeError("every replicate of this pack has diverged")
         self._set_train(True)
@@ -278,7 +280,13 @@ class PackedTrainer:
         same = all(torch.equal(y, y_tr[0]) for y in y_tr) and all(torch.equal(y, y_te[0]) for y in y_te)
         if isinstance(self.probe, TorchProbe) and same:
             return fit_torch_probes(self.probe, f_tr, y_tr[0]).scores(f_te, y_te[0])
-        return [self.probe.fit_score(f_tr[i], y_tr[i], f_te[i], y_te[i]) for i in range(len(idx))]
+        jobs = [(f_tr[i], y_tr[i], f_te[i], y_te[i]) for i in range(len(idx))]
+        workers = min(len(jobs), torch.get_num_threads())  # the trial's CPUs (Ray sets the thread count)
+        if workers <= 1:
+            return [self.probe.fit_score(*job) for job in jobs]
+        # One fit per thread: scikit-learn's saga solver releases the GIL, and each fit is seeded.
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda job: self.probe.fit_score(*job), jobs))
 
     def _jacobian(self, idx: list[int], sel) -> list[dict[str, float]]:
         b = self.cfg.eval.jacobian_batch
@@ -342,19 +350,13 @@ class PackedTrainer:
             self._remember(recs)
             yield recs
         while self.step < steps and any(self.alive):
-            losses = self.train_step()
+            self._pending.append(self.train_step())
             self.wall_s = time.perf_counter() - t0
-            out: list[dict[str, Any] | None] = [None] * self.size
-            for r, loss in enumerate(losses):
-                if not self.alive[r]:
-                    continue
-                if not math.isfinite(loss):
-                    self.alive[r] = False
-                    out[r] = {"event": "diverged", "step": self.step, "loss": None,
-                              "reason": f"training loss is {loss}", "wall_s": self.wall_s}
-                else:
-                    self._losses[r].append(loss)
-            if (self.step % every == 0 or self.step == steps) and any(self.alive):
+            at_eval = self.step % every == 0 or self.step == steps
+            if not at_eval and self.step % SYNC_EVERY:
+                continue
+            out = self._drain()
+            if at_eval and any(self.alive):
                 means = [sum(ls) / len(ls) if ls else None for ls in self._losses]
                 self._losses = [[] for _ in range(self.size)]
                 self.last_eval = self.step
@@ -365,11 +367,32 @@ class PackedTrainer:
                 self._remember(out)
                 yield out
 
+    def _drain(self) -> list[dict[str, Any] | None]:
+        """Read the losses of the steps since the last read (one wait for the device, not one per step).
+        A replicate whose loss turned non-finite stops: its ``diverged`` record, with the step it happened
+        at. (Until the read it trained on; its gradients are its own, so the others are untouched.)"""
+        rows = torch.stack(self._pending).tolist() if self._pending else []
+        first = self.step - len(rows) + 1
+        self._pending = []
+        out: list[dict[str, Any] | None] = [None] * self.size
+        for i, row in enumerate(rows):
+            for r, loss in enumerate(row):
+                if not self.alive[r]:
+                    continue
+                if not math.isfinite(loss):
+                    self.alive[r] = False
+                    out[r] = {"event": "diverged", "step": first + i, "loss": None,
+                              "reason": f"training loss is {loss}", "wall_s": self.wall_s}
+                else:
+                    self._losses[r].append(loss)
+        return out
+
     # ------------------------------------------------------------- checkpoint
     def _base_config(self) -> dict[str, Any]:
         return {k: v for k, v in self.cfg.to_dict().items() if k != "seed"}
 
     def state_dict(self) -> dict[str, Any]:
+        assert not self._pending, "checkpoint between host reads of the losses"
         return {
             "version": PACK_CHECKPOINT_VERSION,
             "kind": "pack",

@@ -300,8 +300,11 @@ def test_a_diverged_replicate_stops_and_the_others_go_on(monkeypatch):
     pack = PackedTrainer(cfg, [0, 1, 2])
     monkeypatch.setattr(pack.estimators[1], "loss", nan_at(pack.estimators[1], 15))
     packed = list(pack.run())
+    # The losses are read at the evaluation at step 20 (not every step): replicate 1's diverged record comes
+    # then, with the step it happened at, and the others' evaluations in the same list.
     assert [[rec is not None for rec in recs] for recs in packed] == [
-        [True, True, True], [True, True, True], [False, True, False], [True, False, True], [True, False, True]]
+        [True, True, True], [True, True, True], [True, True, True], [True, False, True]]
+    assert [rec["event"] for rec in packed[2]] == ["eval", "diverged", "eval"] and packed[2][1]["step"] == 15
 
     lone = Trainer(dict(cfg, seed=1))
     monkeypatch.setattr(lone.estimator, "loss", nan_at(lone.estimator, 15))
@@ -318,8 +321,21 @@ def test_a_pack_whose_replicates_all_diverge_stops(monkeypatch):
     for est in pack.estimators:
         monkeypatch.setattr(est, "loss", nan_at(est, 3))
     packed = list(pack.run())
-    assert pack.step == 3
-    assert [rec["event"] for rec in packed[-1]] == ["diverged", "diverged"]
+    assert pack.step == 10  # found at the next read of the losses, the evaluation at step 10
+    assert [(rec["event"], rec["step"]) for rec in packed[-1]] == [("diverged", 3), ("diverged", 3)]
+
+
+def test_losses_are_read_every_sync_every_steps_between_evaluations(monkeypatch):
+    import mimax.trainables.packed as packed_mod
+
+    monkeypatch.setattr(packed_mod, "SYNC_EVERY", 4)
+    pack = PackedTrainer(config(steps=30), [0, 1])
+    monkeypatch.setattr(pack.estimators[0], "loss", nan_at(pack.estimators[0], 13))
+    seen = []
+    for recs in pack.run():
+        seen.append((pack.step, [None if r is None else (r["event"], r["step"]) for r in recs]))
+    # read at steps 4, 8, 10 (evaluation), 12, 16: the NaN of step 13 is found at step 16
+    assert seen[2] == (16, [("diverged", 13), None])
 
 
 # ------------------------------------------------------------------------------ batched pieces

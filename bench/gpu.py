@@ -1,0 +1,236 @@
+"""The GPU figures of docs/PERFORMANCE.md, measured in one short run on a lent GPU machine.
+
+Stages, each under its own time limit; results go to OUT/gpu.json as they come, with the study database
+(OUT/gpu.db, for `mimax analyze` afterwards) and nvidia-smi samples (OUT/smi.csv, one per second):
+
+1. sanity: a pack of 4 trains 60 steps on CUDA, and one replicate matches the same seed alone.
+2. in-process training steps/s on CUDA, MLP x bilinear x NCE: one Trainer vs a PackedTrainer of 20.
+3. fig3-critics at budget paper through `mimax launch` (6 configurations x 20 seeds x 21,000 steps) with
+   the torch probe (bench/spaces/fig3-paper-gpu.yaml): packed (auto), 1/6 GPU per trial: wall time,
+   trials/hour, GPU utilisation.
+4. bench/spaces/fig3-short.yaml (the same grid, 1,000 steps, torch probe) packed (auto, 1/6 GPU) vs one
+   trial per seed (--pack 1, 1/8 GPU): trials/hour of each; a run past its limit counts its finished trials.
+
+    python3 bench/gpu.py --out DIR [--e2e-limit 330] [--short-limit 100]
+    python3 bench/gpu.py --write DIR/gpu.json    # here, afterwards: the PERFORMANCE.md section
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT))
+
+MIMAX = [sys.executable, "-m", "mimax.cli"]
+TITLE = "GPU: packed replicates and fig3-critics at budget paper"
+
+
+class Run:
+    def __init__(self, out: Path):
+        self.out, self.res = out, {"stages": {}}
+        self.db = Path("/tmp/mimax-gpu/gpu.db")
+        self.db.parent.mkdir(parents=True, exist_ok=True)
+        self.smi = subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+             "-l", "1"], stdout=open(out / "smi.csv", "w"), stderr=subprocess.DEVNULL)
+
+    def save(self) -> None:
+        (self.out / "gpu.json").write_text(json.dumps(self.res, indent=1))
+        if self.db.exists():
+            shutil.copy(self.db, self.out / "gpu.db")
+
+    def stage(self, name, fn, *args):
+        t0, u0 = time.time(), _util_mark(self.out)
+        print(f"== {name}", flush=True)
+        try:
+            r = fn(*args)
+        except Exception as exc:  # keep going: the next stage may still work
+            r = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        r["wall_s"] = round(time.time() - t0, 1)
+        r["gpu_util_mean"] = _util_since(self.out, u0)
+        self.res["stages"][name] = r
+        print(json.dumps(r), flush=True)
+        self.save()
+        return r
+
+
+def _util_mark(out: Path) -> int:
+    return sum(1 for _ in open(out / "smi.csv"))
+
+
+def _util_since(out: Path, mark: int) -> float | None:
+    rows = [line.split(",") for line in open(out / "smi.csv").read().splitlines()[mark:]]
+    vals = [float(r[1]) for r in rows if len(r) == 3 and r[1].strip().replace(".", "").isdigit()]
+    return round(sum(vals) / len(vals), 1) if vals else None
+
+
+def environment() -> dict:
+    import torch
+
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+    return {"gpu": smi, "torch": torch.__version__, "cuda": torch.version.cuda, "cpus": os.cpu_count(),
+            "python": sys.version.split()[0]}
+
+
+def trial(critic: str = "bilinear", steps: int = 60, every: int = 30, probe="none") -> dict:
+    return {"data": {"name": "mnist"}, "encoder": {"name": "mlp"}, "critic": {"name": critic},
+            "estimator": {"name": "nce"}, "train": {"steps": steps, "batch_size": 128, "lr": 1e-4},
+            "eval": {"every": every, "probe": probe, "bound_batches": 5}}
+
+
+def sanity() -> dict:
+    import torch
+
+    from mimax.trainables.loop import Trainer
+    from mimax.trainables.packed import PackedTrainer
+
+    assert torch.cuda.is_available(), "no CUDA device"
+    cfg = trial(probe={"name": "torch"})
+    packed = list(PackedTrainer(cfg, [0, 1, 2, 3], device="cuda").run())
+    alone = list(Trainer(dict(cfg, seed=2), device="cuda").run())
+    last_pack, last_alone = packed[-1][2], alone[-1]
+    return {"pack_bound_test": last_pack["bound_test"], "alone_bound_test": last_alone["bound_test"],
+            "pack_probe": last_pack["probe_accuracy"], "alone_probe": last_alone["probe_accuracy"],
+            "bound_diff": abs(last_pack["bound_test"] - last_alone["bound_test"])}
+
+
+def steps_per_s(make, steps: int = 300) -> float:
+    import torch
+
+    t = make()
+    for _ in range(20):
+        t.train_step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        t.train_step()
+    torch.cuda.synchronize()
+    return steps / (time.perf_counter() - t0)
+
+
+def in_process() -> dict:
+    from mimax.trainables.loop import Trainer
+    from mimax.trainables.packed import PackedTrainer
+
+    out = {}
+    for critic in ("bilinear", "concat"):
+        cfg = trial(critic, steps=10**6, every=10**6)  # train_step alone: no evaluation
+        one = steps_per_s(lambda: Trainer(dict(cfg, seed=0), device="cuda"))
+        pack = steps_per_s(lambda: PackedTrainer(cfg, list(range(20)), device="cuda"))
+        out[critic] = {"one_steps_s": round(one, 1), "pack20_steps_s": round(pack, 1),
+                       "replicate_steps_s_ratio": round(20 * pack / one, 2)}
+    return out
+
+
+def launch(space: str, name: str, limit: float, *extra: str) -> dict:
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    log = Path(f"/tmp/mimax-gpu/{name}.log")
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:  # a file, not a pipe: Ray's daemons inherit it and outlive a killed driver
+        p = subprocess.Popen([*MIMAX, "launch", space, "--name", name, "--db", f"sqlite:///{Run.db_path}",
+                              "--results-dir", "/tmp/mimax-gpu/res", "--quiet", *extra],
+                             env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            p.wait(timeout=limit)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        wall = time.perf_counter() - t0
+    if timed_out:  # the study stays resumable; its Ray daemons must not load the next stage
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True,
+                       timeout=120)
+    text = log.read_text(errors="replace")
+    st = subprocess.run([*MIMAX, "status", name, "--db", f"sqlite:///{Run.db_path}", "--json"],
+                        capture_output=True, text=True)
+    status = json.loads(st.stdout) if st.returncode == 0 else {"error": st.stderr[-500:]}
+    done = (status.get("states") or {}).get("completed", 0)
+    return {"name": name, "args": list(extra), "rc": p.returncode, "timed_out": timed_out, "launch_wall_s": round(wall, 1),
+            "completed": done, "total": status.get("total"), "trials_per_hour": round(done * 3600 / wall),
+            "tail": (text or "")[-1500:]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("--e2e-limit", type=float, default=330)
+    ap.add_argument("--short-limit", type=float, default=100)
+    ap.add_argument("--write", help="gpu.json of an earlier run: write its PERFORMANCE.md section")
+    args = ap.parse_args()
+    if args.write:
+        return write(json.loads(Path(args.write).read_text()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = Run(out)
+    Run.db_path = run.db
+    run.res["environment"] = environment()
+    run.save()
+    if "error" in run.stage("sanity", sanity):
+        return
+    run.stage("in_process", in_process)
+    short = str(ROOT / "bench" / "spaces" / "fig3-short.yaml")
+    cpus = ["--cpus-per-trial", "2"]
+    paper = str(ROOT / "bench" / "spaces" / "fig3-paper-gpu.yaml")
+    run.stage("fig3_paper_packed", launch, paper, "fig3-paper", args.e2e_limit,
+              "--pack", "auto", "--gpus-per-trial", "0.16", *cpus)
+    run.stage("short_packed", launch, short, "short-packed", args.short_limit,
+              "--pack", "auto", "--gpus-per-trial", "0.16", *cpus)
+    run.stage("short_unpacked", launch, short, "short-unpacked", args.short_limit,
+              "--pack", "1", "--gpus-per-trial", "0.125", *cpus)
+    run.smi.terminate()
+    run.save()
+
+
+def write(res: dict) -> None:
+    from perf_doc import write_section
+
+    s, env = res["stages"], res["environment"]
+    rows = []
+    ip = s.get("in_process", {})
+    for critic in ("bilinear", "concat"):
+        if critic in ip:
+            r = ip[critic]
+            rows.append((f"in-process, MLP × {critic} × NCE: steps/s one trial / pack of 20",
+                         f"{r['one_steps_s']} / {r['pack20_steps_s']} (replicate-steps {r['replicate_steps_s_ratio']}×)"))
+    e2e = s.get("fig3_paper_packed", {})
+    if "completed" in e2e:
+        rows.append(("fig3-critics at the paper's scale, torch probe (120 trials × 21,000 steps), packed: "
+                     "wall (s), completed, trials/hour, GPU util %",
+                     f"{e2e['launch_wall_s']} s, {e2e['completed']}/{e2e['total']}, {e2e['trials_per_hour']}, "
+                     f"{e2e['gpu_util_mean']}"))
+    sp, su = s.get("short_packed", {}), s.get("short_unpacked", {})
+    if "completed" in sp and "completed" in su:
+        for label, r in (("packed (auto, 1/6 GPU)", sp), ("one trial per seed (1/8 GPU)", su)):
+            rows.append((f"fig3-short (120 trials × 1,000 steps), {label}: wall (s), completed, trials/hour, GPU util %",
+                         f"{r['launch_wall_s']} s, {r['completed']}/{r['total']}, {r['trials_per_hour']}, "
+                         f"{r['gpu_util_mean']}"))
+        if su["trials_per_hour"]:
+            rows.append(("fig3-short speed-up, packed / one trial per seed (target ≥ 10×)",
+                         f"{sp['trials_per_hour'] / su['trials_per_hour']:.1f}×"))
+    body = "\n".join([
+        f"Measured by `bench/gpu.py` on {env['gpu']}, {env['cpus']} CPUs, torch {env['torch']} (CUDA {env['cuda']}), "
+        f"Python {env['python']}; one run, all numbers from it; GPU utilisation is the mean of nvidia-smi's "
+        "one-second samples over the stage. Whole `mimax launch` commands, with 2 CPUs per trial.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *[f"| {a} | {b} |" for a, b in rows],
+    ])
+    write_section(TITLE, body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -133,6 +133,39 @@ def in_process() -> dict:
     return out
 
 
+def step_paths() -> dict:
+    """Steps/s of a pack of 20 on CUDA as built, and with the two per-step waits it used to have: one
+    loss per replicate (no vmap) and NWJ's negatives picked by a boolean mask (a device sync per call)."""
+    import mimax.trainables.estimators as est_mod
+    from mimax.trainables.loop import Trainer
+    from mimax.trainables.packed import PackedTrainer
+
+    import torch
+
+    def masked(scores):
+        k = scores.shape[0]
+        return scores[~torch.eye(k, dtype=torch.bool, device=scores.device)]
+
+    out = {}
+    for estimator in ("nce", "nwj"):
+        cfg = dict(trial(steps=10**6, every=10**6), estimator={"name": estimator})
+        out[estimator] = {"one": round(steps_per_s(lambda: Trainer(dict(cfg, seed=0), device="cuda")), 1),
+                          "pack20": round(steps_per_s(lambda: PackedTrainer(cfg, list(range(20)), device="cuda")), 1)}
+
+        def old_pack():
+            p = PackedTrainer(cfg, list(range(20)), device="cuda")
+            p._vmapped_loss = None
+            return p
+
+        fresh = est_mod._off_diagonal
+        est_mod._off_diagonal = masked
+        try:
+            out[estimator]["pack20_unvmapped_masked"] = round(steps_per_s(old_pack), 1)
+        finally:
+            est_mod._off_diagonal = fresh
+    return out
+
+
 def launch(space: str, name: str, limit: float, *extra: str) -> dict:
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     log = Path(f"/tmp/mimax-gpu/{name}.log")
@@ -167,6 +200,7 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--e2e-limit", type=float, default=330)
     ap.add_argument("--short-limit", type=float, default=100)
+    ap.add_argument("--steps-only", action="store_true", help="only the step_paths stage")
     ap.add_argument("--write", help="gpu.json of an earlier run: write its PERFORMANCE.md section")
     args = ap.parse_args()
     if args.write:
@@ -177,6 +211,10 @@ def main() -> None:
     Run.db_path = run.db
     run.res["environment"] = environment()
     run.save()
+    if args.steps_only:
+        run.stage("step_paths", step_paths)
+        run.smi.terminate()
+        return run.save()
     if "error" in run.stage("sanity", sanity):
         return
     run.stage("in_process", in_process)

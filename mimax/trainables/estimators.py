@@ -71,9 +71,12 @@ def _check(scores: torch.Tensor) -> int:
 
 
 def _off_diagonal(scores: torch.Tensor) -> torch.Tensor:
-    """The K(K-1) negative scores S_ij, i != j, as a flat vector."""
+    """The K(K-1) negative scores S_ij, i != j, as a flat vector in row-major order. Without a boolean
+    mask: its output size depends on data, so on a GPU every call would wait for the device. In the flat
+    K*K vector the diagonal sits at multiples of K + 1; dropping the first entry and viewing the rest as
+    (K - 1) rows of K + 1 puts the remaining diagonal entries in the last column."""
     k = scores.shape[0]
-    return scores[~torch.eye(k, dtype=torch.bool, device=scores.device)]
+    return scores.reshape(-1)[1:].view(k - 1, k + 1)[:, :-1].reshape(-1)
 
 
 def _logmeanexp(x: torch.Tensor) -> torch.Tensor:

@@ -94,6 +94,12 @@ class PackedTrainer:
         # Estimators stay one module per replicate: some hold state, some index with masks vmap refuses.
         self.estimators: list[nn.Module] | None = [b["estimator"] for b in built] if self.infomax else None
         del built
+        # A stateless estimator (no parameters, no buffers) is one function of the scores: vmapped over the
+        # pack it is a few kernels instead of R times as many, which a GPU spends launching.
+        self._vmapped_loss = None
+        if self.infomax and not any(True for e in self.estimators for _ in (*e.parameters(), *e.buffers())):
+            est = self.estimators[0]
+            self._vmapped_loss = torch.vmap(lambda scores: est.loss(est(scores)))
         self.probe = None
         if self.resolved[0].probe is not None:
             p_cls, p_params = self.resolved[0].probe
@@ -168,8 +174,11 @@ class PackedTrainer:
         idx = [r for r in range(self.size) if self.alive[r]]
         return idx, None if len(idx) == self.size else torch.tensor(idx, device=self.device)
 
-    def _total(self, losses: list[torch.Tensor]) -> torch.Tensor:
+    def _total(self, losses: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         """Sum of the live replicates' losses: each replicate's gradient is its own loss's gradient."""
+        if isinstance(losses, torch.Tensor):
+            _, sel = self._alive_index()
+            return (losses if sel is None else losses[sel]).sum()
         return sum(loss for loss, alive in zip(losses, self.alive) if alive)
 
     # --------------------------------------------------------------- training
@@ -179,11 +188,14 @@ class PackedTrainer:
         x1 = torch.stack([p[0] for p in pairs])
         x2 = torch.stack([p[1] for p in pairs])
         scores = self.critic(self.g1(x1), self.g2(x2))  # (R, K, K)
-        losses = [est.loss(est(scores[r])) for r, est in enumerate(self.estimators)]
+        if self._vmapped_loss is not None:
+            losses = self._vmapped_loss(scores)
+        else:
+            losses = torch.stack([est.loss(est(scores[r])) for r, est in enumerate(self.estimators)])
         self.opt.zero_grad(set_to_none=True)
         self._total(losses).backward()
         self.opt.step()
-        return torch.stack([loss.detach() for loss in losses])
+        return losses.detach()
 
     def _labelled_train(self):
         if self._probe_arrays is None:

@@ -10,9 +10,12 @@ Stages, each under its own time limit; results go to OUT/gpu.json as they come, 
    trials/hour, GPU utilisation.
 4. bench/spaces/fig3-short.yaml (the same grid, 1,000 steps, torch probe) packed (auto, 1/6 GPU) vs one
    trial per seed (--pack 1, 1/8 GPU): trials/hour of each; a run past its limit counts its finished trials.
+5. (--steps-only) steps/s of one trial and of a pack of 20, NCE and NWJ, and of the pack with the per-step
+   device waits it used to have (one loss per replicate, NWJ's negatives by boolean mask).
 
     python3 bench/gpu.py --out DIR [--e2e-limit 330] [--short-limit 100]
-    python3 bench/gpu.py --write DIR/gpu.json    # here, afterwards: the PERFORMANCE.md section
+    python3 bench/gpu.py --out DIR --steps-only   # stage 5 alone
+    python3 bench/gpu.py --write A/gpu.json [B/gpu.json]  # here, afterwards: the PERFORMANCE.md section
 """
 
 from __future__ import annotations
@@ -201,10 +204,12 @@ def main() -> None:
     ap.add_argument("--e2e-limit", type=float, default=330)
     ap.add_argument("--short-limit", type=float, default=100)
     ap.add_argument("--steps-only", action="store_true", help="only the step_paths stage")
-    ap.add_argument("--write", help="gpu.json of an earlier run: write its PERFORMANCE.md section")
+    ap.add_argument("--write", nargs="+", help="gpu.json of earlier runs (on one kind of GPU): write the section")
     args = ap.parse_args()
     if args.write:
-        return write(json.loads(Path(args.write).read_text()))
+        runs = [json.loads(Path(p).read_text()) for p in args.write]
+        return write({"environment": runs[0]["environment"],
+                      "stages": {k: v for r in runs for k, v in r["stages"].items()}}, args.write)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(out)
@@ -231,7 +236,7 @@ def main() -> None:
     run.save()
 
 
-def write(res: dict) -> None:
+def write(res: dict, sources: list[str]) -> None:
     from perf_doc import write_section
 
     s, env = res["stages"], res["environment"]
@@ -240,27 +245,35 @@ def write(res: dict) -> None:
     for critic in ("bilinear", "concat"):
         if critic in ip:
             r = ip[critic]
-            rows.append((f"in-process, MLP × {critic} × NCE: steps/s one trial / pack of 20",
-                         f"{r['one_steps_s']} / {r['pack20_steps_s']} (replicate-steps {r['replicate_steps_s_ratio']}×)"))
+            rows.append((f"stage 2, MLP × {critic} × NCE: steps/s, one trial / pack of 20 (replicate-steps ratio)",
+                         f"{r['one_steps_s']} / {r['pack20_steps_s']} ({r['replicate_steps_s_ratio']}×)"))
+    sp = s.get("step_paths", {})
+    for est in ("nce", "nwj"):
+        if est in sp:
+            r = sp[est]
+            rows.append((f"stage 5, MLP × bilinear × {est.upper()}: steps/s, one trial / pack of 20 / pack of 20 "
+                         "with the old per-step waits", f"{r['one']} / {r['pack20']} / {r['pack20_unvmapped_masked']} "
+                         f"(replicate-steps {20 * r['pack20'] / r['one']:.1f}×; the fix {r['pack20'] / r['pack20_unvmapped_masked']:.2f}×)"))
     e2e = s.get("fig3_paper_packed", {})
     if "completed" in e2e:
-        rows.append(("fig3-critics at the paper's scale, torch probe (120 trials × 21,000 steps), packed: "
-                     "wall (s), completed, trials/hour, GPU util %",
-                     f"{e2e['launch_wall_s']} s, {e2e['completed']}/{e2e['total']}, {e2e['trials_per_hour']}, "
-                     f"{e2e['gpu_util_mean']}"))
-    sp, su = s.get("short_packed", {}), s.get("short_unpacked", {})
-    if "completed" in sp and "completed" in su:
-        for label, r in (("packed (auto, 1/6 GPU)", sp), ("one trial per seed (1/8 GPU)", su)):
-            rows.append((f"fig3-short (120 trials × 1,000 steps), {label}: wall (s), completed, trials/hour, GPU util %",
-                         f"{r['launch_wall_s']} s, {r['completed']}/{r['total']}, {r['trials_per_hour']}, "
-                         f"{r['gpu_util_mean']}"))
+        rows.append(("stage 3, fig3-critics at the paper's scale, torch probe (120 trials × 21,000 steps), packed: "
+                     "wall (s), trials completed, GPU util %",
+                     f"{e2e['launch_wall_s']} s{' (limit reached)' if e2e['timed_out'] else ''}, "
+                     f"{e2e['completed']}/{e2e['total']}, {e2e['gpu_util_mean']}"))
+    spk, su = s.get("short_packed", {}), s.get("short_unpacked", {})
+    if "completed" in spk and "completed" in su:
+        for label, r in (("packed (auto, 1/6 GPU)", spk), ("one trial per seed (1/8 GPU)", su)):
+            rows.append((f"stage 4, fig3-short (120 trials × 1,000 steps), {label}: wall (s), completed, trials/hour, "
+                         "GPU util %", f"{r['launch_wall_s']} s{' (limit reached)' if r['timed_out'] else ''}, "
+                         f"{r['completed']}/{r['total']}, {r['trials_per_hour']}, {r['gpu_util_mean']}"))
         if su["trials_per_hour"]:
-            rows.append(("fig3-short speed-up, packed / one trial per seed (target ≥ 10×)",
-                         f"{sp['trials_per_hour'] / su['trials_per_hour']:.1f}×"))
+            rows.append(("stage 4 speed-up, packed / one trial per seed (target ≥ 10×)",
+                         f"{spk['trials_per_hour'] / su['trials_per_hour']:.1f}×"))
     body = "\n".join([
         f"Measured by `bench/gpu.py` on {env['gpu']}, {env['cpus']} CPUs, torch {env['torch']} (CUDA {env['cuda']}), "
-        f"Python {env['python']}; one run, all numbers from it; GPU utilisation is the mean of nvidia-smi's "
-        "one-second samples over the stage. Whole `mimax launch` commands, with 2 CPUs per trial.",
+        f"Python {env['python']}; raw results: {', '.join(f'`{p}`' for p in sources)}. Each run's numbers come "
+        "from that run; GPU utilisation is the mean of nvidia-smi's one-second samples over the stage. Stages 3 "
+        "and 4 are whole `mimax launch` commands with 2 CPUs per trial.",
         "",
         "| measure | value |",
         "|---|---|",

@@ -19,7 +19,7 @@ from mimax.trainables.probes import PROBES
 
 FIGURES = ["fig1ab-bijective", "fig1c-adversarial", "fig2-conditioning", "fig3-critics", "fig4ab-encoders",
            "fig4c-noniid"]
-ALL = FIGURES + ["calibration", "explore"]
+ALL = FIGURES + ["calibration", "explore", "pixel-baseline", "sec4-metric"]
 
 # The paper's protocol (Optimisation and evaluation).
 STEPS, EVERY, BATCH, LR, SEEDS = 21_000, 1_000, 128, 1e-4, 20
@@ -164,6 +164,30 @@ def test_200_random_explore_trials_pass_the_validator():
     assert {p["critic.name"] for p in samples} == {"bilinear", "separable", "concat", "inner", "cosine"}
 
 
+def test_pixel_baseline_is_the_papers_probe_on_raw_top_halves():
+    space = load_space("pixel-baseline", "paper")
+    configs = [validate({**c, "seed": 0}) for c in space.enumerate()]
+    assert sorted(c.data["noise"] for c in configs) == [0.0, 0.05]  # without and with the Fig. 2 noise
+    for c in configs:
+        assert c.data["name"] == "mnist" and c.encoder["name"] == "identity" and c.train.steps == 0
+        probe = dict(c.eval.probe)
+        assert probe.pop("name") == "sklearn" and {k: probe[k] for k in SKLEARN} == SKLEARN
+        assert c.eval.probe_train_size is None
+    assert space.seeds == SEEDS
+    cpu = load_space("pixel-baseline", "cpu")
+    assert cpu.seeds >= 3 and validate({**cpu.enumerate()[0], "seed": 0}).eval.probe["name"] == "sklearn"
+
+
+def test_sec4_compares_nce_with_the_metric_learning_losses():
+    space = load_space("sec4-metric", "paper")
+    configs = [validate({**c, "seed": 0}) for c in space.enumerate()]
+    assert sorted(c.estimator["name"] for c in configs) == ["kpair", "nce", "triplet"]
+    for c in configs:
+        assert (c.encoder["name"], c.critic["name"]) == ("mlp", "separable")  # separable: the K-pair loss
+        assert (c.train.steps, c.eval.every, c.train.batch_size, c.train.lr) == (STEPS, EVERY, BATCH, LR)
+    assert space.seeds == SEEDS
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_every_preset_has_smoke_cpu_and_paper_budgets(name):
     spec = load_spec(name)
@@ -172,6 +196,10 @@ def test_every_preset_has_smoke_cpu_and_paper_budgets(name):
     smoke, cpu, paper = (load_space(name, b) for b in ("smoke", "cpu", "paper"))
     s_cfg, c_cfg, p_cfg = (validate({**s.config_for(sample_params(s, 1, 0)[0]), "seed": 0}) for s in (smoke, cpu, paper))
     # smoke: a pipeline check; cpu: a reduced but faithful run (several thousand steps at most, 3+ seeds).
+    if name == "pixel-baseline":  # nothing is trained at any budget: only the probe's size changes
+        assert s_cfg.train.steps == c_cfg.train.steps == p_cfg.train.steps == 0
+        assert smoke.seeds <= 2 and cpu.seeds >= 3 and paper.seeds >= 10
+        return
     assert s_cfg.train.steps <= 40 and smoke.seeds <= 2
     assert s_cfg.eval.probe == "none" or s_cfg.eval.probe["name"] == "torch"
     assert s_cfg.eval.probe == "none" or (s_cfg.eval.probe_train_size or 0) <= 2000

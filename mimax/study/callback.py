@@ -134,7 +134,15 @@ class StoreCallback(tune.Callback):
         if meta and meta.get("trial_keys") == self._keys(trial):
             self._put_members(trial, {"checkpoint": checkpoint.path, "checkpoint_step": meta["step"]})
 
+    @staticmethod
+    def _split(trial) -> bool:
+        """The pack did not fit its device and trained nothing: its members run again in smaller packs."""
+        return bool((trial.last_result or {}).get("pack_split"))
+
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if self._split(trial):
+            self._put_members(trial, {"state": "pending"}, [k for k in self._keys(trial) if k not in self.ended])
+            return
         steps = trial.config["trial"]["train"]["steps"]
         for key in self._keys(trial):
             if key in self.ended:
@@ -146,6 +154,9 @@ class StoreCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         keys = [k for k in self._keys(trial) if k not in self.ended]
+        if self._split(trial):  # the searcher runs its members again
+            self._put_members(trial, {"state": "pending"}, keys)
+            return
         self._put_members(trial, {"state": "failed", "ended_at": now(), "error": _error_text(trial)}, keys)
         if self.progress:
             for _ in keys:

@@ -175,6 +175,8 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
             from ray.tune.schedulers import ASHAScheduler
 
             metric, mode = sched
+            # A pack that split reports no objective; without this Tune would take that for a bug.
+            os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
             steps, every = _steps_and_every(space)
             scheduler = ASHAScheduler(time_attr="step", max_t=steps, grace_period=every, reduction_factor=2)
             tune_kwargs = {"metric": metric, "mode": mode}

@@ -4,7 +4,8 @@ One Optuna trial is one configuration; its replicates (one per seed) are separat
 separate rows in the store. The Optuna trial is told once all its replicates have ended: COMPLETE
 with the mean objective over completed replicates, PRUNED (with intermediate values) when the
 scheduler stopped them, FAIL otherwise. State lives in the database, never only in a pickle: a new
-searcher rebuilds everything from the store and reconciles Optuna trials left RUNNING.
+searcher rebuilds everything from the store and reconciles Optuna trials left RUNNING. A pack that
+did not fit its device reports ``pack_split`` and ends nothing: its members run next in smaller packs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 from collections import defaultdict, deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
@@ -128,14 +128,25 @@ class StudySearcher(Searcher):
             return auto_pack_size(config, n, device="cpu")
         return max(1, min(int(self.pack), n))
 
-    def _queue_packs(self, number: int, members: list[tuple[str, int]], config: dict) -> None:
+    def _queue_packs(self, number: int, members: list[tuple[str, int]], config: dict, size: int | None = None,
+                     front: bool = False) -> None:
         if not members:
             return
-        size = self._pack_size(config, len(members))
+        size = size or self._pack_size(config, len(members))
+        items = []
         for i in range(0, len(members), size):
             chunk = members[i : i + size]
             key = chunk[0][0] if len(chunk) == 1 else f"c{number:04d}-p{chunk[0][1]}x{len(chunk)}"
-            self.queue.append(self._item(key, number, chunk, config, None))
+            items.append(self._item(key, number, chunk, config, None))
+        if front:
+            self.queue.extendleft(reversed(items))
+        else:
+            self.queue.extend(items)
+
+    def _split(self, item: dict) -> None:
+        """Run the members of a pack that did not fit again, next, in packs of at most ``item["split"]``."""
+        members = [(m["trial_key"], m["seed"]) for m in item["members"]]
+        self._queue_packs(item["number"], members, item["trial"], size=item["split"], front=True)
 
     def _final_records(self) -> dict[str, dict]:
         finals: dict[str, dict] = {}
@@ -153,8 +164,11 @@ class StudySearcher(Searcher):
                 "members": [{"trial_key": k, "seed": s} for k, s in members]}
 
     def remaining(self) -> int:
-        """At most this many Ray trials (packs) are still to run in this session."""
-        return len(self.queue) + (self.target - self.asked) * len(self.seeds)
+        """At most this many Ray trials (packs) are still to run in this session. A fresh pack of n
+        replicates may split (tune_adapter) into smaller packs, and those again: at most 2n - 1 trials."""
+        most = lambda n: n if self.pack == 1 else 2 * n - 1  # noqa: E731
+        queued = sum(1 if item["resume_from"] else most(len(item["members"])) for item in self.queue)
+        return queued + (self.target - self.asked) * most(len(self.seeds))
 
     # -------------------------------------------------------------- asking
     def _ask(self) -> None:
@@ -184,6 +198,9 @@ class StudySearcher(Searcher):
         item = self.live.get(trial_id)
         if not item:
             return
+        if result.get("pack_split"):
+            item["split"] = int(result["pack_split"])
+            return
         seeds = {m["trial_key"]: m["seed"] for m in item["members"]}
         params = {k: v for k, v in result.items() if k.startswith("params.")}
         for key, rec in records_of(result).items():
@@ -202,6 +219,10 @@ class StudySearcher(Searcher):
             self.live[trial_id] = item
             self.on_trial_result(trial_id, result)
             self.live.pop(trial_id)
+        if item.get("split"):
+            # The pack trained nothing: its members are still to run, and this is no outcome of theirs.
+            self._split(item)
+            return
         steps = item["trial"]["train"]["steps"]
         for m in item["members"]:
             last = self.last.get(m["trial_key"])

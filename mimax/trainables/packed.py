@@ -19,14 +19,16 @@ its slice of the stacked tensors still rides along until the pack ends (computed
 momentum, but never evaluated or reported; the others' numbers are untouched). ``wall_s`` is the
 pack's time, shared by its replicates.
 
-``auto_pack_size`` sizes a pack from free memory; ``train_packs`` runs seeds in packs and halves the
-pack size when a pack runs out of memory before it has reported anything past step 0.
+``auto_pack_size`` sizes a pack from free memory (``fitting_pack_size``: memory alone); ``train_packs``
+runs seeds in packs and halves the pack size when a pack runs out of memory before it has reported
+anything past step 0.
 """
 
 from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Mapping, Sequence
@@ -521,10 +523,15 @@ PROBE_ROWS = 70_000  # MNIST-sized train + test features, for the probe's share 
 
 
 def free_memory(device: str | torch.device | None = None) -> int:
-    """Bytes free on ``device``: ``torch.cuda.mem_get_info`` on a GPU, MemAvailable of /proc/meminfo on CPU."""
+    """Bytes free on ``device``: ``torch.cuda.mem_get_info`` on a GPU, MemAvailable of /proc/meminfo on CPU;
+    at most ``MIMAX_FREE_MEMORY`` bytes when that is set (a device shared with other jobs)."""
+    cap = _memory_cap()
     dev = resolve_device(str(device or "auto"))
-    if dev.type == "cuda":
-        return int(torch.cuda.mem_get_info(dev)[0])
+    free = int(torch.cuda.mem_get_info(dev)[0]) if dev.type == "cuda" else _available_ram()
+    return free if cap is None else min(free, cap)
+
+
+def _available_ram() -> int:
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -533,6 +540,19 @@ def free_memory(device: str | torch.device | None = None) -> int:
     except OSError:
         pass
     return 4 * GIB  # no /proc (not Linux): a modest guess
+
+
+def _memory_cap() -> int | None:
+    text = os.environ.get("MIMAX_FREE_MEMORY", "").strip()
+    if not text:
+        return None
+    try:
+        cap = float(text)
+    except ValueError:
+        cap = math.nan
+    if not math.isfinite(cap) or cap < 0:
+        raise ConfigError("MIMAX_FREE_MEMORY", f"expected a number of bytes ≥ 0 (like 2e9), got {text!r}")
+    return int(cap)
 
 
 def replicate_bytes(config: Mapping[str, Any] | TrialConfig) -> int:
@@ -588,6 +608,19 @@ def auto_pack_size(
         dev = resolve_device(str(device or raw.get("device", "cpu")))
         if dev.type == "cpu" and _probe_heavy(raw):
             return 1
+    return fitting_pack_size(config, n_seeds, device, share, free_bytes)
+
+
+def fitting_pack_size(
+    config: Mapping[str, Any] | TrialConfig, n_seeds: int, device: str | None = None, share: float = 1.0,
+    free_bytes: int | None = None,
+) -> int:
+    """How many replicates fit in ``FILL`` of the free memory (``free_bytes`` if given, else ``share`` of
+    what is free on ``device``), at least 1 and at most ``n_seeds``: memory alone, no speed policy."""
+    if n_seeds < 1:
+        return 1
+    if free_bytes is None:
+        dev = resolve_device(str(device or _raw(config).get("device", "cpu")))
         free_bytes = int(free_memory(dev) * share)
     per = max(1, replicate_bytes(config))
     return max(1, min(n_seeds, int(FILL * free_bytes) // per))

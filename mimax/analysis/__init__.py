@@ -2,9 +2,9 @@
 
 ``mimax.analysis.load.load(db_url, study)`` reads one study into a :class:`StudyData` (tidy pandas
 frames; not re-exported here, where ``load`` and ``importance`` name the submodules);
-``final`` picks each trial's final evaluation; ``effects`` / ``pairwise`` / ``correlations`` /
-``anova`` / ``compare`` (mimax.analysis.stats) and ``importances`` (Optuna's PED-ANOVA and fANOVA)
-compute statistics; ``analyze`` runs them all (what ``mimax analyze`` does) and
+``final`` picks each trial's final evaluation; ``configurations`` / ``effects`` / ``pairwise`` /
+``correlations`` / ``anova`` / ``compare`` (mimax.analysis.stats) and ``importances`` (Optuna's
+PED-ANOVA and fANOVA) compute statistics; ``analyze`` runs them all (what ``mimax analyze`` does) and
 ``write_report`` (mimax.analysis.report) turns the results into report.html / report.md and figures.
 Names are imported on first use, so ``import mimax.analysis`` stays light.
 """
@@ -20,6 +20,7 @@ _EXPORTS = {
     "list_studies": "mimax.analysis.load",
     "anova": "mimax.analysis.stats",
     "compare": "mimax.analysis.stats",
+    "configurations": "mimax.analysis.stats",
     "correlations": "mimax.analysis.stats",
     "effects": "mimax.analysis.stats",
     "pairwise": "mimax.analysis.stats",

@@ -11,7 +11,8 @@ from mimax.analysis.load import AnalysisError
 
 __all__ = ["analyze", "register", "summary"]
 
-TABLES = ("effects", "pairwise", "correlations", "anova")
+TABLES = ("configurations", "effects", "pairwise", "correlations", "anova")
+MAX_CONFIG_LINES = 40  # the text summary; configurations.csv has them all
 
 
 def _nonneg_int(text: str) -> int:
@@ -136,13 +137,15 @@ def summary(data, effects, correlations) -> dict:
 
 def analyze(data, db_url: str, *, how: str = "last", n_boot: int = 2000, seed: int = 0,
             with_importance: bool = True) -> dict:
-    """Everything ``mimax analyze`` computes: {"effects", "pairwise", "correlations", "anova" (DataFrames),
-    "importance" (see mimax.analysis.importance), "summary" (the --json dict)}."""
+    """Everything ``mimax analyze`` computes: {"configurations", "effects", "pairwise", "correlations",
+    "anova" (DataFrames), "importance" (see mimax.analysis.importance), "summary" (the --json dict, with
+    the configurations table as a list of rows)}."""
     from mimax.analysis import stats
     from mimax.analysis.importance import METHODS, importances
 
     effects, pairwise = stats.effect_tables(data, how=how, n_boot=n_boot, seed=seed)
     results = {
+        "configurations": stats.configurations(data, how=how, n_boot=n_boot, seed=seed),
         "effects": effects,
         "pairwise": pairwise,
         "correlations": stats.correlations(data, how=how, n_boot=n_boot, seed=seed),
@@ -154,6 +157,7 @@ def analyze(data, db_url: str, *, how: str = "last", n_boot: int = 2000, seed: i
         skipped = dict.fromkeys(METHODS, "skipped (--no-importance)")
         results["importance"] = {**{m: {} for m in METHODS}, "reasons": skipped}
     results["summary"] = summary(data, results["effects"], results["correlations"])
+    results["summary"]["configurations"] = results["configurations"].to_dict(orient="records")
     results["summary"]["how"] = how
     return results
 
@@ -206,8 +210,38 @@ def _fmt(x, digits: int = 3) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _config_lines(rows: list[dict]) -> list[str]:
+    """``critic.name=concat estimator.name=nwj   n=3  probe_accuracy 0.799 ± 0.006  bound_test ...``:
+    the objective (the metric with a CI) and the bounds; every metric is in configurations.csv."""
+    labels, values = [], []
+    for row in rows:
+        keys = list(row)
+        factors = keys[:keys.index("n")]
+        labels.append(" ".join(f"{k}={_level(row[k])}" for k in factors) or "all")
+        metrics = [k[:-len("_mean")] for k in keys if k.endswith("_mean")]
+        target = next((m for m in metrics if f"{m}_ci_low" in row), None)
+        shown = [m for m in dict.fromkeys([target, "bound_test", "bound_train"]) if m in metrics]
+        values.append(f"n={row['n']}  " + "  ".join(f"{m} {_fmt(row[f'{m}_mean'])} ± {_fmt(row[f'{m}_sd'])}"
+                                                   for m in shown))
+    width = max(map(len, labels), default=0)
+    return [f"{label:<{width}}   {v}".rstrip() for label, v in zip(labels, values)]
+
+
+def _level(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _print_summary(s: dict, imp: dict) -> None:
     print(f"study {s['study']}: {s['n_trials']} trials, {s['n_completed']} completed")
+    rows = s.get("configurations") or []
+    if rows:
+        print(f"  configurations (mean ± sd over completed seeds, final {s.get('how', 'last')}):")
+        for line in _config_lines(rows[:MAX_CONFIG_LINES]):
+            print(f"    {line}")
+        if len(rows) > MAX_CONFIG_LINES:
+            print(f"    ... {len(rows) - MAX_CONFIG_LINES} more in configurations.csv")
     for factor, levels in s["factors"].items():
         print(f"  {factor}:")
         for level, v in levels.items():

@@ -314,15 +314,23 @@ def findings(data, results: dict, calibration_table: pd.DataFrame | None = None,
 # ---- tables --------------------------------------------------------------------------------------
 
 
-def _ci_column(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fold ci_low / ci_high into one "95% CI" text column after the estimate."""
-    if {"ci_low", "ci_high"} <= set(frame.columns):
+def _ci_column(frame: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
+    """Fold <prefix>ci_low / <prefix>ci_high into one "<prefix>95% CI" text column after the estimate."""
+    low, high = f"{prefix}ci_low", f"{prefix}ci_high"
+    if {low, high} <= set(frame.columns):
         ci = [("–" if _isnan(lo) or _isnan(hi) else f"[{_num(lo)}, {_num(hi)}]")
-              for lo, hi in zip(frame["ci_low"], frame["ci_high"])]
-        pos = list(frame.columns).index("ci_low")
-        frame = frame.drop(columns=["ci_low", "ci_high"])
-        frame.insert(pos, "95% CI", ci)
+              for lo, hi in zip(frame[low], frame[high])]
+        pos = list(frame.columns).index(low)
+        frame = frame.drop(columns=[low, high])
+        frame.insert(pos, f"{prefix}95% CI", ci)
     return frame
+
+
+def _configurations_frame(table) -> pd.DataFrame:
+    """The configurations table with its one CI (the objective's) folded into a text column."""
+    frame = _frame(table)
+    prefix = next((c[: -len("ci_low")] for c in frame.columns if str(c).endswith("_ci_low")), "")
+    return _ci_column(frame, prefix) if prefix else frame
 
 
 def _importance_frame(imp: dict | None) -> tuple[pd.DataFrame, dict]:
@@ -353,6 +361,11 @@ def _tables(data, results: dict, calib: pd.DataFrame | None) -> list[tuple[str, 
     reason_text = " ".join(f"{m}: {r}." for m, r in reasons.items())
     states = data.trials["state"].value_counts().rename_axis("state").reset_index(name="trials")
     out = [
+        ("configurations", "Configurations",
+         "One row per configuration (a combination of the searched parameters): n = its completed trials "
+         "(seeds), then for each metric of the final evaluation the mean and sample sd over those seeds; "
+         "for the study's first objective a 95% bootstrap CI of the mean (seeds resampled).",
+         _configurations_frame(results.get("configurations"))),
         ("states", "Trials by state", "How many trials (configuration × seed) ended in each state.", states),
         ("effects", "Effects of each factor",
          "Per factor level: the mean over completed trials of the final evaluation, its sample sd, n, and "
@@ -535,9 +548,10 @@ def _write_md(path: Path, data, meta, facts, tables, figs, space: str, how: str)
 
 def write_report(data, results: dict, out_dir) -> dict:
     """Write ``report.html``, ``report.md`` and ``figures/*.png|svg`` under ``out_dir`` for a loaded
-    study ``data`` and its ``results`` (keys "effects", "pairwise", "correlations", "anova": DataFrames of
-    :mod:`mimax.analysis.stats`; "importance": dict of :mod:`mimax.analysis.importance`; "summary": dict).
-    Missing results are left out. Returns ``{"html": path, "md": path, "figures": the figures folder}``."""
+    study ``data`` and its ``results`` (keys "configurations", "effects", "pairwise", "correlations",
+    "anova": DataFrames of :mod:`mimax.analysis.stats`; "importance": dict of
+    :mod:`mimax.analysis.importance`; "summary": dict). Missing results are left out. Returns
+    ``{"html": path, "md": path, "figures": the figures folder}``."""
     how = (results.get("summary") or {}).get("how", "last")
     out = Path(out_dir)
     fig_dir = out / "figures"

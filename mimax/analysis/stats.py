@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from mimax.analysis.load import StudyData, final
+from mimax.analysis.load import SHORT_FACTORS, StudyData, final
 
-__all__ = ["anova", "compare", "completed_finals", "correlations", "effect_tables", "effects", "factor_levels",
-           "pairwise"]
+__all__ = ["anova", "compare", "completed_finals", "configurations", "correlations", "effect_tables", "effects",
+           "factor_levels", "final_metrics", "pairwise"]
 
 METRICS = ("probe_accuracy", "bound_train", "bound_test")
 MAX_LEVELS = 8  # a numeric factor with more distinct values (a sampled lr) is cut into quantile bins
 N_BINS = 5
+BOOKKEEPING = ("trial_key", "step", "loss", "wall_s", "pack_size")  # evaluation columns that are not results
 _CHUNK = 128_000  # elements of a weight matrix built at once: small blocks stay in cache (~3× faster than 4M)
 
 
@@ -202,6 +203,85 @@ def pairwise(
     its 95 % bootstrap CI (the two levels resampled independently) and ``p_boot``, the two-sided
     bootstrap p-value (twice the smaller share of resampled differences on either side of 0)."""
     return effect_tables(data, metric_cols, how, n_boot, seed, factors)[1]
+
+
+# ---- configurations -------------------------------------------------------------------------------
+
+
+def objective(data: StudyData) -> str:
+    """The study's first objective metric (probe_accuracy when the study row names none)."""
+    metrics = data.study.get("metrics") or []
+    return str(metrics[0]) if metrics else "probe_accuracy"
+
+
+def final_metrics(data: StudyData) -> list[str]:
+    """The numeric result columns of the evaluations: the objective, probe_accuracy, bound_test and
+    bound_train first, then the others (log_cond_*, classifier_accuracy, true_mi, ...) in column order."""
+    ev = data.evaluations
+    cols = [c for c in ev.columns if c not in BOOKKEEPING and c not in data.trials.columns
+            and pd.api.types.is_numeric_dtype(ev[c]) and not pd.api.types.is_bool_dtype(ev[c])]
+    first = [objective(data), "probe_accuracy", "bound_test", "bound_train"]
+    return list(dict.fromkeys([c for c in first if c in cols] + cols))
+
+
+def config_columns(data: StudyData, frame: pd.DataFrame) -> list[str]:
+    """The factors as dotted config columns ("critic" -> "critic.name") where the frame has them."""
+    out = []
+    for f in data.factors:
+        dotted = f"{f}.name" if f in SHORT_FACTORS else f
+        out.append(dotted if dotted in frame.columns else f)
+    return out
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _sorted_keys(keys: list[tuple]) -> list[tuple]:
+    """Level tuples in order, missing values last; mixed types (a number and a string) by their text."""
+    def key(k, text=False):
+        return tuple((_missing(v), "" if _missing(v) else (str(v) if text else v)) for v in k)
+
+    try:
+        return sorted(keys, key=key)
+    except TypeError:
+        return sorted(keys, key=lambda k: key(k, text=True))
+
+
+def configurations(data: StudyData, how: str = "last", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per configuration (a combination of the factors' values), sorted by them: ``n`` (its
+    completed trials, i.e. seeds), then per final metric (:func:`final_metrics`) ``<m>_mean`` and
+    ``<m>_sd`` (ddof 1) over the completed trials that have it, and for the study's first objective
+    ``<m>_ci_low`` / ``<m>_ci_high``, a 95 % bootstrap CI of the mean (seeds resampled). A
+    configuration none of whose trials completed keeps a row with n = 0, so it is not lost; two
+    config_ids with the same values (a sampler that drew a combination twice) share one row."""
+    fin = final(data, how)
+    cols = config_columns(data, fin)
+    done = (fin["state"] == "completed").to_numpy()
+    metrics = _metrics(fin[done], final_metrics(data))
+    target = objective(data)
+    values = fin[metrics].to_numpy(dtype=float) if metrics else np.empty((len(fin), 0))
+    groups: dict[tuple, list[int]] = {}
+    for pos, row in enumerate(fin[cols].itertuples(index=False, name=None)):
+        groups.setdefault(tuple(None if _missing(v) else v for v in row), []).append(pos)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for key in _sorted_keys(list(groups)):
+        pos = [p for p in groups[key] if done[p]]
+        row = {**dict(zip(cols, key)), "n": len(pos)}
+        for j, m in enumerate(metrics):
+            x = values[pos, j]
+            x = x[~np.isnan(x)]
+            row[f"{m}_mean"] = float(x.mean()) if len(x) else np.nan
+            row[f"{m}_sd"] = float(x.std(ddof=1)) if len(x) > 1 else np.nan
+            if m == target:
+                lo = hi = np.nan
+                if len(x) and n_boot > 0:
+                    lo, hi = (float(v) for v in _ci(_boot_means(rng, x[:, None], n_boot)[:, 0]))
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = lo, hi
+        rows.append(row)
+    names = [f"{m}_{s}" for m in metrics for s in ("mean", "sd", *(("ci_low", "ci_high") if m == target else ()))]
+    return pd.DataFrame(rows, columns=[*cols, "n", *names])
 
 
 # ---- correlations ---------------------------------------------------------------------------------

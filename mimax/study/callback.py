@@ -93,13 +93,21 @@ class StoreWriter:
 
 
 class StoreCallback(tune.Callback):
-    """One Ray trial is a pack of replicates (often of one); each member is its own row in the store."""
+    """One Ray trial is a pack of replicates (often of one); each member is its own row in the store.
 
-    def __init__(self, writer: StoreWriter, progress=None):
+    Given the study's searcher, it settles the packs that errored: Ray tells the searcher first, but only
+    the callback can read the error text, which says whether Ray's infrastructure failed under the pack
+    (then the searcher runs it again from its last checkpoint, and its members stay ``pending``)."""
+
+    def __init__(self, writer: StoreWriter, progress=None, searcher=None):
         self.writer = writer
         self.progress = progress
+        self.searcher = searcher
+        if searcher is not None:
+            searcher.deferring = True
         self.last: dict[str, dict] = {}  # trial_key -> last record seen
         self.ended: set[str] = set()  # members that ended inside a running pack (diverged)
+        self.checkpoints: dict[str, str] = {}  # Ray trial id -> its last checkpoint directory
 
     @staticmethod
     def _keys(trial) -> list[str]:
@@ -133,6 +141,7 @@ class StoreCallback(tune.Callback):
         meta = read_meta(checkpoint.path) if Path(checkpoint.path).exists() else None
         if meta and meta.get("trial_keys") == self._keys(trial):
             self._put_members(trial, {"checkpoint": checkpoint.path, "checkpoint_step": meta["step"]})
+            self.checkpoints[trial.trial_id] = checkpoint.path
 
     @staticmethod
     def _split(trial) -> bool:
@@ -157,7 +166,14 @@ class StoreCallback(tune.Callback):
         if self._split(trial):  # the searcher runs its members again
             self._put_members(trial, {"state": "pending"}, keys)
             return
-        self._put_members(trial, {"state": "failed", "ended_at": now(), "error": _error_text(trial)}, keys)
+        error = _error_text(trial)
+        checkpoint = self.checkpoints.get(trial.trial_id)
+        if self.searcher is not None and self.searcher.settle(trial.trial_id, error, checkpoint):
+            log.warning("Ray failed under trial %s; it runs again from its last checkpoint: %s",
+                        trial.config["pack_key"], error.strip().splitlines()[-1][:200])
+            self._put_members(trial, {"state": "pending"}, keys)
+            return
+        self._put_members(trial, {"state": "failed", "ended_at": now(), "error": error}, keys)
         if self.progress:
             for _ in keys:
                 self.progress.on_end(trial, "failed")
@@ -171,7 +187,7 @@ class StoreCallback(tune.Callback):
 
     # Ray pickles callbacks into the experiment directory: keep the store (and its URL) out of it.
     def __getstate__(self):
-        return {"writer": None, "progress": None, "last": {}, "ended": set()}
+        return {"writer": None, "progress": None, "searcher": None, "last": {}, "ended": set(), "checkpoints": {}}
 
 
 def _error_text(trial) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
-
-from mimax.errors import ConfigError
+from datetime import datetime
 
 
 def _positive_float(text: str) -> float:

@@ -169,6 +169,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
         if not opts.quiet:
             progress = StudyProgress(name, total, done, space.metrics[0] if space.metrics else None,
                                      space.directions[0] if space.directions else None)
+        callback = StoreCallback(writer, progress, searcher)  # before remaining(): retries count
         scheduler = None
         tune_kwargs = {}
         if sched:
@@ -194,7 +195,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
                 ),
                 run_config=tune.RunConfig(
                     name=f"{_safe(name)}-session{session}", storage_path=study["results_dir"],
-                    callbacks=[StoreCallback(writer, progress)], verbose=0,
+                    callbacks=[callback], verbose=0,
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),

@@ -6,11 +6,15 @@ with the mean objective over completed replicates, PRUNED (with intermediate val
 scheduler stopped them, FAIL otherwise. State lives in the database, never only in a pickle: a new
 searcher rebuilds everything from the store and reconciles Optuna trials left RUNNING. A pack that
 did not fit its device reports ``pack_split`` and ends nothing: its members run next in smaller packs.
+A pack that Ray's infrastructure failed under (``outcome.interrupted``: its worker killed, its node gone)
+is run again from its last checkpoint, up to ``MAX_RETRIES`` times in a session; a resume runs it again
+too, unless its configuration's Optuna trial is already finished.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict, deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,12 +22,13 @@ from pathlib import Path
 import optuna
 from ray.tune.search import Searcher
 
-from mimax.study.outcome import TERMINAL, final_state, objective_values
+from mimax.study.outcome import TERMINAL, final_state, interrupted, objective_values
 from mimax.trainables.config import validate
 from mimax.trainables.tune_adapter import CHECKPOINT_FILE, read_meta, records_of
 
 log = logging.getLogger(__name__)
 TrialState = optuna.trial.TrialState
+MAX_RETRIES = 2  # runs again of an interrupted pack in one session, before it counts as failed
 
 
 def trial_key(number: int, seed: int) -> str:
@@ -35,6 +40,10 @@ def now() -> datetime:
 
 
 class StudySearcher(Searcher):
+    # Set by the StoreCallback wired to this searcher: errored packs then wait for ``settle``, which
+    # gets the error text (Ray tells the searcher before the callbacks, and only them the text).
+    deferring = False
+
     def __init__(self, *, store, study: dict, space, target_configs: int, session: int = 0,
                  pack: int | str = 1, trial_gpus: float = 0.0, metric: str | None = None,
                  mode: str | None = None):
@@ -55,11 +64,14 @@ class StudySearcher(Searcher):
         self.groups: dict[int, dict[int, tuple[str, dict | None]]] = defaultdict(dict)  # number -> seed -> outcome
         self.group_size: dict[int, int] = {}
         self.curves: dict[int, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        self.errored: dict[str, dict] = {}  # Ray trial id -> pack that failed, until settled
+        self.retries: dict[str, int] = defaultdict(int)  # pack key -> runs again in this session
         self._rebuild()
 
     # ------------------------------------------------------------ start-up
     def _rebuild(self) -> None:
-        """Queue unfinished replicates (from their last checkpoint) and reconcile Optuna with the store."""
+        """Queue unfinished replicates (from their last checkpoint), those that Ray's infrastructure
+        failed under included, and reconcile Optuna with the store."""
         rows = self.store.trials(self.study_name)
         finals = self._final_records()
         by_key = {row["trial_key"]: row for row in rows}
@@ -67,6 +79,11 @@ class StudySearcher(Searcher):
         for row in rows:
             number = row["optuna_trial_number"]
             self.group_size[number] = self.group_size.get(number, 0) + 1
+            if row["state"] == "failed" and interrupted(row.get("error")) and not self._told(number):
+                # Ray failed under it: it lost time, not its result. Run it again (from its checkpoint).
+                self.store.update_trial(self.study_name, row["trial_key"], state="pending", error=None,
+                                        ended_at=None)
+                row = dict(row, state="pending")
             if row["state"] in TERMINAL:
                 self.groups[number][row["seed"]] = (row["state"], finals.get(row["trial_key"]))
             else:
@@ -82,8 +99,8 @@ class StudySearcher(Searcher):
                     # Resume the whole pack from its checkpoint (members that already ended stay ended in it).
                     members = [(k, by_key[k]["seed"]) for k in meta["trial_keys"]]
                     packed.update(meta["trial_keys"])
-                    self.queue.append(self._item(meta.get("pack_key", row["trial_key"]), number, members,
-                                                 row["config"], ckpt))
+                    key = re.sub(r"-r\d+$", "", meta.get("pack_key", row["trial_key"]))  # a retry's name
+                    self.queue.append(self._item(key, number, members, row["config"], ckpt))
                 else:
                     fresh.append(row)
             self._queue_packs(number, [(r["trial_key"], r["seed"]) for r in fresh if r["trial_key"] not in packed],
@@ -165,10 +182,12 @@ class StudySearcher(Searcher):
 
     def remaining(self) -> int:
         """At most this many Ray trials (packs) are still to run in this session. A fresh pack of n
-        replicates may split (tune_adapter) into smaller packs, and those again: at most 2n - 1 trials."""
+        replicates may split (tune_adapter) into smaller packs, and those again: at most 2n - 1 trials;
+        each may run again MAX_RETRIES times when errors are settled by a callback."""
         most = lambda n: n if self.pack == 1 else 2 * n - 1  # noqa: E731
         queued = sum(1 if item["resume_from"] else most(len(item["members"])) for item in self.queue)
-        return queued + (self.target - self.asked) * most(len(self.seeds))
+        tries = 1 + MAX_RETRIES if self.deferring else 1
+        return (queued + (self.target - self.asked) * most(len(self.seeds))) * tries
 
     # -------------------------------------------------------------- asking
     def _ask(self) -> None:
@@ -191,7 +210,11 @@ class StudySearcher(Searcher):
         self.live[trial_id] = item
         for m in item["members"]:
             self.store.update_trial(self.study_name, m["trial_key"], ray_trial_id=trial_id)
-        return {k: item[k] for k in ("pack_key", "trial", "members", "resume_from")}
+        config = {k: item[k] for k in ("pack_key", "trial", "members", "resume_from")}
+        retry = self.retries.get(item["pack_key"], 0)
+        if retry:  # a name of its own: the failed run's trial folder (checkpoint, error) stays as it was
+            config["pack_key"] = f"{item['pack_key']}-r{retry}"
+        return config
 
     # ------------------------------------------------------------- results
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -223,6 +246,26 @@ class StudySearcher(Searcher):
             # The pack trained nothing: its members are still to run, and this is no outcome of theirs.
             self._split(item)
             return
+        if error and self.deferring:
+            self.errored[trial_id] = item  # the callback settles it: run again, or failed
+            return
+        self._end(item, error)
+
+    def settle(self, trial_id: str, error_text: str, checkpoint: str | None) -> bool:
+        """Decide a failed pack from its error text: True when it runs again (at the front of the queue,
+        from ``checkpoint``, else from where it started), False when its members failed."""
+        item = self.errored.pop(trial_id, None)
+        if item is None:
+            return False
+        key = item["pack_key"]
+        if interrupted(error_text) and self.retries[key] < MAX_RETRIES:
+            self.retries[key] += 1
+            self.queue.appendleft(dict(item, resume_from=checkpoint or item["resume_from"]))
+            return True
+        self._end(item, error=True)
+        return False
+
+    def _end(self, item: dict, error: bool) -> None:
         steps = item["trial"]["train"]["steps"]
         for m in item["members"]:
             last = self.last.get(m["trial_key"])
@@ -232,12 +275,14 @@ class StudySearcher(Searcher):
             self.groups[item["number"]][m["seed"]] = (state, last)
         self._maybe_tell(item["number"])
 
+    def _told(self, number: int) -> bool:
+        return self.ot_study._storage.get_trial(self._trial_id(number)).state.is_finished()
+
     def _maybe_tell(self, number: int) -> None:
         outcomes = self.groups.get(number, {})
         if len(outcomes) < self.group_size.get(number, len(self.seeds)):
             return
-        frozen = self.ot_study._storage.get_trial(self._trial_id(number))
-        if frozen.state.is_finished():
+        if self._told(number):
             return
         done = [objective_values(r or {}, self.metrics) for s, r in outcomes.values() if s == "completed"]
         done = [v for v in done if v is not None]

@@ -81,3 +81,32 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, ev
             raise AssertionError(f"the driver exited with {proc.returncode} before the moment came")
         time.sleep(every)
     raise AssertionError("timed out waiting for the moment to kill")
+
+
+def marked_trial_pids(mark: str) -> list[int]:
+    """PIDs of the Ray trial actors (``ray::ImplicitFunc``) whose environment holds ``MIMAX_TEST_MARK=mark``:
+    the workers of one test's own cluster, never another Ray cluster's on this machine."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                continue
+            if f"MIMAX_TEST_MARK={mark}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return pids
+
+
+def ray_trials(experiment_dir: Path) -> dict[str, dict]:
+    """Ray's own view of each trial of a session, by trial folder (from Tune's experiment state file)."""
+    import json
+
+    (path,) = Path(experiment_dir).glob("experiment_state-*.json")
+    out = {}
+    for trial_json, meta_json in json.loads(path.read_text())["trial_data"]:
+        trial, meta = json.loads(trial_json), json.loads(meta_json)
+        out[trial["relative_logdir"]] = {"status": trial["status"], **meta}
+    return out

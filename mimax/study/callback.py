@@ -118,6 +118,8 @@ class StoreCallback(tune.Callback):
             self.writer.put("trial", (key, dict(fields)))
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        # Members whose outcome an earlier session stored ride along in a resumed pack: leave them be.
+        self.ended.update(m["trial_key"] for m in trial.config["members"] if m.get("ended"))
         res = trial.placement_group_factory.required_resources if trial.placement_group_factory else None
         keys = [k for k in self._keys(trial) if k not in self.ended]
         self._put_members(trial, {"state": "running", "resources": res, "ray_trial_id": trial.trial_id}, keys)
@@ -125,6 +127,8 @@ class StoreCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         node = f"{result.get('node_ip')}/{result.get('node_id')}" if result.get("node_id") else None
         for key, rec in records_of(result).items():
+            if key in self.ended:  # ended earlier: its records and state are already stored
+                continue
             record = {k: v for k, v in rec.items()}
             record["pack_size"] = result.get("pack_size", 1)
             record["replayed"] = bool(result.get("replayed"))

@@ -76,6 +76,7 @@ class StudySearcher(Searcher):
         finals = self._final_records()
         by_key = {row["trial_key"]: row for row in rows}
         unfinished: dict[int, list[dict]] = defaultdict(list)
+        terminal: set[str] = set()
         for row in rows:
             number = row["optuna_trial_number"]
             self.group_size[number] = self.group_size.get(number, 0) + 1
@@ -85,6 +86,7 @@ class StudySearcher(Searcher):
                                         ended_at=None)
                 row = dict(row, state="pending")
             if row["state"] in TERMINAL:
+                terminal.add(row["trial_key"])
                 self.groups[number][row["seed"]] = (row["state"], finals.get(row["trial_key"]))
             else:
                 unfinished[number].append(row)
@@ -96,11 +98,13 @@ class StudySearcher(Searcher):
                 ckpt = row.get("checkpoint")
                 meta = read_meta(ckpt) if ckpt and (Path(ckpt) / CHECKPOINT_FILE).exists() else None
                 if meta and row["trial_key"] in meta.get("trial_keys", []) and all(k in by_key for k in meta["trial_keys"]):
-                    # Resume the whole pack from its checkpoint (members that already ended stay ended in it).
+                    # Resume the whole pack from its checkpoint (members that already ended stay ended in it,
+                    # and those whose outcome reached the store are not written again).
                     members = [(k, by_key[k]["seed"]) for k in meta["trial_keys"]]
                     packed.update(meta["trial_keys"])
                     key = re.sub(r"-r\d+$", "", meta.get("pack_key", row["trial_key"]))  # a retry's name
-                    self.queue.append(self._item(key, number, members, row["config"], ckpt))
+                    self.queue.append(self._item(key, number, members, row["config"], ckpt,
+                                                 terminal & set(meta["trial_keys"])))
                 else:
                     fresh.append(row)
             self._queue_packs(number, [(r["trial_key"], r["seed"]) for r in fresh if r["trial_key"] not in packed],
@@ -175,10 +179,15 @@ class StudySearcher(Searcher):
         return finals
 
     @staticmethod
-    def _item(pack_key: str, number: int, members: list[tuple[str, int]], config: dict, resume: str | None) -> dict:
+    def _item(pack_key: str, number: int, members: list[tuple[str, int]], config: dict, resume: str | None,
+              ended: set[str] = frozenset()) -> dict:
+        """A pack to run. Members in ``ended`` already have their outcome in the store (a pack resumed
+        from its checkpoint after the driver died between its members' final writes): the pack carries
+        them, but nothing about them is written again."""
         trial = {k: v for k, v in config.items() if k != "seed"}
         return {"pack_key": pack_key, "number": number, "trial": trial, "resume_from": resume,
-                "members": [{"trial_key": k, "seed": s} for k, s in members]}
+                "members": [{"trial_key": k, "seed": s, **({"ended": True} if k in ended else {})}
+                            for k, s in members]}
 
     def remaining(self) -> int:
         """At most this many Ray trials (packs) are still to run in this session. A fresh pack of n
@@ -209,7 +218,8 @@ class StudySearcher(Searcher):
         item = self.queue.popleft()
         self.live[trial_id] = item
         for m in item["members"]:
-            self.store.update_trial(self.study_name, m["trial_key"], ray_trial_id=trial_id)
+            if not m.get("ended"):
+                self.store.update_trial(self.study_name, m["trial_key"], ray_trial_id=trial_id)
         config = {k: item[k] for k in ("pack_key", "trial", "members", "resume_from")}
         retry = self.retries.get(item["pack_key"], 0)
         if retry:  # a name of its own: the failed run's trial folder (checkpoint, error) stays as it was

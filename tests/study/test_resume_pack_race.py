@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import types
 
-from test_interrupted import FakeWriter, checkpoint, result_for, searcher, tiny_study  # noqa: F401
+from test_interrupted import FakeWriter, checkpoint, result_for, searcher, tiny_study  # noqa: F401 (a fixture)
 
 from mimax.study.callback import StoreCallback
 

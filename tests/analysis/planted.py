@@ -272,16 +272,6 @@ def bare_study(url: str, name: str) -> None:
 
 def database_at_revision(url: str, revision: str) -> None:
     """Create the mimax tables at an older schema ``revision`` (as an older mimax would have left them)."""
-    import sqlalchemy as sa
-    from alembic import command
-    from alembic.config import Config
+    from schema_at import upgrade_to
 
-    from mimax.study.store import MIGRATIONS
-
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-    engine.dispose()
+    upgrade_to(url, revision)

@@ -10,26 +10,16 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+
+from schema_at import upgrade_to
 
 from mimax.study.models import Base
 from mimax.study.store import MIGRATIONS, VERSION_TABLE, Store, StoreError
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
-
-
-def upgrade_to(url: str, revision: str) -> None:
-    """Run mimax's migrations with plain Alembic (not through the Store) up to ``revision``."""
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-    engine.dispose()
 
 
 def schema_diffs(url: str) -> list:

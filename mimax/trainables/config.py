@@ -42,6 +42,11 @@ class TrainConfig(_Strict):
     batch_size: int = Field(default=128, ge=2)
     lr: float = Field(default=1e-4, gt=0)
     mode: Literal["infomax", "adversarial"] = "infomax"
+    # Speed switches for the infomax training step (evaluation always runs in float32, uncompiled):
+    # bf16 autocast of the encoders and critic (the estimator sees float32 scores), and torch.compile
+    # of the step's forward ("reduce-overhead" adds CUDA graphs on a GPU).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: Literal["none", "default", "reduce-overhead"] = "none"
 
 
 class EvalConfig(_Strict):
@@ -74,7 +79,16 @@ class TrialConfig(_Strict):
     device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        out = self.model_dump(mode="json")
+        # The speed switches are left out at their defaults, so a config stored before they existed
+        # hashes, compares and resumes as the same config.
+        for key, default in SPEED_DEFAULTS.items():
+            if out["train"][key] == default:
+                del out["train"][key]
+        return out
+
+
+SPEED_DEFAULTS = {"precision": "fp32", "compile": "none"}
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,9 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
             raise ConfigError("train.mode", f"'adversarial' needs labelled data; data {data_sec['name']!r} has none")
         if not enc_cls.has_parameters:
             raise ConfigError("encoder.name", f"'adversarial' trains the encoder; {enc_sec['name']} has no parameters")
+        for key, default in SPEED_DEFAULTS.items():
+            if getattr(cfg.train, key) != default:
+                raise ConfigError(f"train.{key}", "only used with train.mode 'infomax'; remove it")
     else:
         if cfg.adversarial is not None:
             raise ConfigError("adversarial", "only used with train.mode 'adversarial'")

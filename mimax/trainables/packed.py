@@ -43,6 +43,7 @@ from mimax.trainables.diagnostics import percentiles
 from mimax.trainables.functional import Stacked, fit_torch_probes, stacked_log_condition_numbers
 from mimax.trainables.loop import CHECKPOINT_VERSION, SYNC_EVERY, resolve_device, seeded
 from mimax.trainables.probes import TorchProbe
+from mimax.trainables.speed import build_forward
 
 PACK_CHECKPOINT_VERSION = 1
 
@@ -98,10 +99,11 @@ class PackedTrainer:
         del built
         # A stateless estimator (no parameters, no buffers) is one function of the scores: vmapped over the
         # pack it is a few kernels instead of R times as many, which a GPU spends launching.
-        self._vmapped_loss = None
-        if self.infomax and not any(True for e in self.estimators for _ in (*e.parameters(), *e.buffers())):
-            est = self.estimators[0]
-            self._vmapped_loss = torch.vmap(lambda scores: est.loss(est(scores)))
+        self._stateless = self.infomax and not any(
+            True for e in self.estimators for _ in (*e.parameters(), *e.buffers()))
+        self._forward, self.vmapped = None, False
+        if self.infomax:
+            self.set_vmap(self._stateless)
         self.probe = None
         if self.resolved[0].probe is not None:
             p_cls, p_params = self.resolved[0].probe
@@ -119,6 +121,21 @@ class PackedTrainer:
         self._probe_arrays = None
 
     # ----------------------------------------------------------------- set-up
+    def set_vmap(self, on: bool) -> None:
+        """Compute the R losses with one vmapped estimator (``on``, stateless estimators only) or one
+        estimator call per replicate."""
+        if on and not self._stateless:
+            raise ValueError("a stateful estimator cannot be vmapped over the pack")
+        self.vmapped = on
+        if on:
+            est = self.estimators[0]
+            losses = torch.vmap(lambda scores: est.loss(est(scores)))
+        else:
+            losses = lambda scores: torch.stack(  # noqa: E731
+                [est.loss(est(scores[r])) for r, est in enumerate(self.estimators)])
+        self._forward = build_forward(lambda x1, x2: self.critic(self.g1(x1), self.g2(x2)), losses,
+                                      self.cfg.train, self.device, self._stateless)
+
     def _build_optimisers(self):
         # Fused Adam: the same update in one pass over the (R×) larger tensors, where the per-op
         # implementation is bound by memory traffic (5× slower on CPU for an 8-pack of MLPs); it rounds
@@ -189,15 +206,11 @@ class PackedTrainer:
         pairs = [self.data.train_batch(k, g) for g in self.gens]
         x1 = torch.stack([p[0] for p in pairs])
         x2 = torch.stack([p[1] for p in pairs])
-        scores = self.critic(self.g1(x1), self.g2(x2))  # (R, K, K)
-        if self._vmapped_loss is not None:
-            losses = self._vmapped_loss(scores)
-        else:
-            losses = torch.stack([est.loss(est(scores[r])) for r, est in enumerate(self.estimators)])
+        losses = self._forward(x1, x2)  # (R,), from the (R, K, K) scores
         self.opt.zero_grad(set_to_none=True)
         self._total(losses).backward()
         self.opt.step()
-        return losses.detach()
+        return losses.detach().clone()  # a copy: a CUDA graph's output is overwritten at its next replay
 
     def _labelled_train(self):
         if self._probe_arrays is None:

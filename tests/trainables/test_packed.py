@@ -298,7 +298,7 @@ def nan_at(estimator, call: int):
 def test_a_diverged_replicate_stops_and_the_others_go_on(monkeypatch):
     cfg = config(steps=30)
     pack = PackedTrainer(cfg, [0, 1, 2])
-    pack._vmapped_loss = None  # one loss per replicate, so that replicate 1's alone can turn NaN
+    pack.set_vmap(False)  # one loss per replicate, so that replicate 1's alone can turn NaN
     monkeypatch.setattr(pack.estimators[1], "loss", nan_at(pack.estimators[1], 15))
     packed = list(pack.run())
     # The losses are read at the evaluation at step 20 (not every step): replicate 1's diverged record comes
@@ -319,7 +319,7 @@ def test_a_diverged_replicate_stops_and_the_others_go_on(monkeypatch):
 
 def test_a_pack_whose_replicates_all_diverge_stops(monkeypatch):
     pack = PackedTrainer(config(steps=30), [0, 1])
-    pack._vmapped_loss = None
+    pack.set_vmap(False)
     for est in pack.estimators:
         monkeypatch.setattr(est, "loss", nan_at(est, 3))
     packed = list(pack.run())
@@ -331,7 +331,7 @@ def test_a_pack_whose_replicates_all_diverge_stops(monkeypatch):
 def test_stateless_estimators_are_vmapped_over_the_pack(estimator):
     pack = PackedTrainer(config(estimator=estimator), [0, 1])
     stateful = any(True for e in pack.estimators for _ in (*e.parameters(), *e.buffers()))
-    assert (pack._vmapped_loss is None) == stateful
+    assert pack.vmapped != stateful
     assert stateful == (estimator in ("mine", "tuba"))  # MINE's moving average, TUBA's learned baseline
 
 
@@ -340,7 +340,7 @@ def test_losses_are_read_every_sync_every_steps_between_evaluations(monkeypatch)
 
     monkeypatch.setattr(packed_mod, "SYNC_EVERY", 4)
     pack = PackedTrainer(config(steps=30), [0, 1])
-    pack._vmapped_loss = None
+    pack.set_vmap(False)
     monkeypatch.setattr(pack.estimators[0], "loss", nan_at(pack.estimators[0], 13))
     seen = []
     for recs in pack.run():

@@ -12,9 +12,12 @@ Stages, each under its own time limit; results go to OUT/gpu.json as they come, 
    trial per seed (--pack 1, 1/8 GPU): trials/hour of each; a run past its limit counts its finished trials.
 5. (--steps-only) steps/s of one trial and of a pack of 20, NCE and NWJ, and of the pack with the per-step
    device waits it used to have (one loss per replicate, NWJ's negatives by boolean mask).
+6. (--switches) bench/speed_switches.py on CUDA, a pack of 20 x 1,000 steps: fp32, bf16, torch.compile
+   (default and reduce-overhead): steps/s and the final bound and probe of each.
 
     python3 bench/gpu.py --out DIR [--e2e-limit 330] [--short-limit 100]
     python3 bench/gpu.py --out DIR --steps-only   # stage 5 alone
+    python3 bench/gpu.py --out DIR --switches     # stage 6 alone
     python3 bench/gpu.py --write A/gpu.json [B/gpu.json]  # here, afterwards: the PERFORMANCE.md section
 """
 
@@ -157,7 +160,7 @@ def step_paths() -> dict:
 
         def old_pack():
             p = PackedTrainer(cfg, list(range(20)), device="cuda")
-            p._vmapped_loss = None
+            p.set_vmap(False)
             return p
 
         fresh = est_mod._off_diagonal
@@ -167,6 +170,12 @@ def step_paths() -> dict:
         finally:
             est_mod._off_diagonal = fresh
     return out
+
+
+def switches() -> dict:
+    import speed_switches as sw
+
+    return {name: sw.measure("cuda", 1000, 20, train) for name, train in sw.variants("cuda").items()}
 
 
 def launch(space: str, name: str, limit: float, *extra: str) -> dict:
@@ -204,6 +213,7 @@ def main() -> None:
     ap.add_argument("--e2e-limit", type=float, default=330)
     ap.add_argument("--short-limit", type=float, default=100)
     ap.add_argument("--steps-only", action="store_true", help="only the step_paths stage")
+    ap.add_argument("--switches", action="store_true", help="only the speed switches stage")
     ap.add_argument("--write", nargs="+", help="gpu.json of earlier runs (on one kind of GPU): write the section")
     args = ap.parse_args()
     if args.write:
@@ -216,8 +226,8 @@ def main() -> None:
     Run.db_path = run.db
     run.res["environment"] = environment()
     run.save()
-    if args.steps_only:
-        run.stage("step_paths", step_paths)
+    if args.steps_only or args.switches:
+        run.stage(*(("step_paths", step_paths) if args.steps_only else ("switches", switches)))
         run.smi.terminate()
         return run.save()
     if "error" in run.stage("sanity", sanity):
@@ -254,6 +264,11 @@ def write(res: dict, sources: list[str]) -> None:
             rows.append((f"stage 5, MLP × bilinear × {est.upper()}: steps/s, one trial / pack of 20 / pack of 20 "
                          "with the old per-step waits", f"{r['one']} / {r['pack20']} / {r['pack20_unvmapped_masked']} "
                          f"(replicate-steps {20 * r['pack20'] / r['one']:.1f}×; the fix {r['pack20'] / r['pack20_unvmapped_masked']:.2f}×)"))
+    for name, r in s.get("switches", {}).items():
+        if isinstance(r, dict) and "steps_per_s" in r:
+            rows.append((f"stage 6, pack of 20 × 1,000 steps, {name}: steps/s; test bound; probe",
+                         f"{r['steps_per_s']:.1f}; {r['bound_mean']:.3f} ± {r['bound_sd']:.3f}; "
+                         f"{r['probe_mean']:.4f} ± {r['probe_sd']:.4f}"))
     e2e = s.get("fig3_paper_packed", {})
     if "completed" in e2e:
         rows.append(("stage 3, fig3-critics at the paper's scale, torch probe (120 trials × 21,000 steps), packed: "

@@ -36,7 +36,7 @@ test: $(STAMP)
 BUDGET        ?= cpu
 REPRO_DB      ?= sqlite:///reproduce-$(BUDGET).db
 REPRO_ARGS    ?= --quiet
-REPRO_PRESETS ?= pixel-baseline fig3-critics fig4c-noniid sec4-metric fig2-conditioning fig4ab-encoders \
+REPRO_PRESETS ?= pixel-baseline fig3-critics fig3-nwj-21k fig4c-noniid sec4-metric fig2-conditioning fig4ab-encoders \
                  fig1ab-bijective calibration fig1c-adversarial
 reproduce: $(STAMP)
 	set -e; for p in $(REPRO_PRESETS); do \

@@ -19,7 +19,7 @@ from mimax.trainables.probes import PROBES
 
 FIGURES = ["fig1ab-bijective", "fig1c-adversarial", "fig2-conditioning", "fig3-critics", "fig4ab-encoders",
            "fig4c-noniid"]
-ALL = FIGURES + ["calibration", "explore", "pixel-baseline", "sec4-metric"]
+ALL = FIGURES + ["calibration", "explore", "fig3-nwj-21k", "pixel-baseline", "sec4-metric"]
 
 # The paper's protocol (Optimisation and evaluation).
 STEPS, EVERY, BATCH, LR, SEEDS = 21_000, 1_000, 128, 1e-4, 20
@@ -203,9 +203,23 @@ def test_every_preset_has_smoke_cpu_and_paper_budgets(name):
     assert s_cfg.train.steps <= 40 and smoke.seeds <= 2
     assert s_cfg.eval.probe == "none" or s_cfg.eval.probe["name"] == "torch"
     assert s_cfg.eval.probe == "none" or (s_cfg.eval.probe_train_size or 0) <= 2000
+    if name == "fig3-nwj-21k":  # its point: the paper's number of steps at budget cpu, with fewer seeds
+        assert c_cfg.train.steps == p_cfg.train.steps == STEPS and cpu.seeds == 3
+        assert paper.seeds == SEEDS
+        return
     assert s_cfg.train.steps < c_cfg.train.steps < p_cfg.train.steps and c_cfg.train.steps <= 5000 and cpu.seeds >= 3
     assert paper.seeds >= 10 and paper.n_configs >= cpu.n_configs >= smoke.n_configs
 
 
 def test_presets_are_package_data():
     assert sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) == preset_names() == sorted(ALL)
+
+
+def test_fig3_nwj_21k_is_fig3s_nwj_half_with_the_paper_steps_at_budget_cpu():
+    _, fig3 = _paper("fig3-critics")
+    _, nwj = _paper("fig3-nwj-21k")
+    as_dicts = lambda cs: sorted((c.to_dict() for c in cs), key=repr)  # noqa: E731
+    assert as_dicts(nwj) == as_dicts(c for c in fig3 if c.estimator["name"] == "nwj")
+    cpu = load_space("fig3-nwj-21k", "cpu")
+    for c in (validate({**c, "seed": 0}) for c in cpu.enumerate()):
+        assert (c.train.steps, c.eval.every, c.eval.probe["name"]) == (STEPS, 3000, "torch")

@@ -80,7 +80,7 @@ def table(results: dict, device: str, steps: int, seeds: int, where: str) -> str
     lines = [f"Measured {where}: a pack of {seeds} seeds of MLP x bilinear x NCE, K = 128, MNIST, {steps} steps "
              f"on `{device}`, torch probe on all 60k images; `python3 bench/speed_switches.py --device {device} "
              f"--steps {steps} --seeds {seeds}`. Evaluation is float32 and uncompiled in every variant.", "",
-             "| variant | test bound (nats) | probe accuracy | steps/s (steady) | vs fp32 | training s (incl. compile) |",
+             "| variant | test bound (nats) | probe accuracy | steps/s (steady) | vs fp32 | s after step 0 (compile, training, last evaluation) |",
              "|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['bound_mean']:.3f} ± {r['bound_sd']:.3f} | {r['probe_mean']:.4f} ± "

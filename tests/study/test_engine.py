@@ -60,15 +60,21 @@ def _moment(url, name, moment):
             return any(t["state"] == "running" and (t["checkpoint_step"] or 0) >= 250 for t in ts.values()) \
                 and "completed" not in states
         if moment == "between-trials":
-            return "completed" in states and ("pending" in states or "running" in states)
+            # Optuna hears of a pack's end before its rows are written, so a row still "running" does not
+            # mean its Optuna trial is: wait for one that is.
+            return "completed" in states and ("pending" in states or "running" in states) \
+                and any(t.state == TS.RUNNING for t in optuna_trials(url, name))
         raise ValueError(moment)
     return check
 
 
 def _kill_then_resume(tmp_path, url, moment):
     name = f"k-{moment}"
+    # Between trials: one pack at a time, so that the second runs for seconds after the first has ended
+    # (two concurrent packs of equal length end together, leaving no moment to kill in).
+    concurrent = "1" if moment == "between-trials" else "2"
     proc = start("launch", SPACES / "kill-grid.yaml", "--name", name, "--db", url, "--results-dir",
-                 tmp_path / "res", "--max-concurrent", "2", "--quiet", cwd=tmp_path, log=tmp_path / "launch.log")
+                 tmp_path / "res", "--max-concurrent", concurrent, "--quiet", cwd=tmp_path, log=tmp_path / "launch.log")
     try:
         wait_for(_moment(url, name, moment), timeout=240, proc=proc, every=0.05)
     finally:

@@ -17,7 +17,7 @@ from torch import nn
 from mimax.errors import ConfigError
 from mimax.trainables.config import Resolved, TrialConfig, resolve
 from mimax.trainables.diagnostics import log_condition_numbers, percentiles
-from mimax.trainables.speed import build_forward
+from mimax.trainables.speed import build_forward, stateless
 
 CHECKPOINT_VERSION = 1
 # Steps between host reads of the training losses: a read waits for the device, so reading every step
@@ -63,9 +63,8 @@ class Trainer:
                 self.critic = crit_cls(crit_params, self.g1.out_dim, self.g2.out_dim).to(self.device)
                 self.estimator = est_cls(est_params).to(self.device)
                 self.classifier = None
-                stateless = not any(True for _ in (*self.estimator.parameters(), *self.estimator.buffers()))
                 self._forward = build_forward(self._scores, lambda s: self.estimator.loss(self.estimator(s)),
-                                              cfg.train, self.device, stateless)
+                                              cfg.train, self.device, stateless(self.estimator))
             else:
                 self.critic = self.estimator = None
                 self.classifier = nn.Linear(self.g1.out_dim, self.data.n_classes).to(self.device)
@@ -137,7 +136,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return loss.detach().clone()  # a copy: a CUDA graph's output is overwritten at its next replay
+        return loss.detach()
 
     def _labelled_train(self):
         if self._probe_arrays is None:

@@ -43,7 +43,7 @@ from mimax.trainables.diagnostics import percentiles
 from mimax.trainables.functional import Stacked, fit_torch_probes, stacked_log_condition_numbers
 from mimax.trainables.loop import CHECKPOINT_VERSION, SYNC_EVERY, resolve_device, seeded
 from mimax.trainables.probes import TorchProbe
-from mimax.trainables.speed import build_forward
+from mimax.trainables.speed import build_forward, stateless
 
 PACK_CHECKPOINT_VERSION = 1
 
@@ -99,8 +99,7 @@ class PackedTrainer:
         del built
         # A stateless estimator (no parameters, no buffers) is one function of the scores: vmapped over the
         # pack it is a few kernels instead of R times as many, which a GPU spends launching.
-        self._stateless = self.infomax and not any(
-            True for e in self.estimators for _ in (*e.parameters(), *e.buffers()))
+        self._stateless = self.infomax and all(stateless(e) for e in self.estimators)
         self._forward, self.vmapped = None, False
         if self.infomax:
             self.set_vmap(self._stateless)
@@ -210,7 +209,7 @@ class PackedTrainer:
         self.opt.zero_grad(set_to_none=True)
         self._total(losses).backward()
         self.opt.step()
-        return losses.detach().clone()  # a copy: a CUDA graph's output is overwritten at its next replay
+        return losses.detach()
 
     def _labelled_train(self):
         if self._probe_arrays is None:

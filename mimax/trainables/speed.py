@@ -22,6 +22,11 @@ import torch
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def stateless(estimator: torch.nn.Module) -> bool:
+    """No parameters and no buffers: the loss is a pure function of the scores."""
+    return not any(True for _ in (*estimator.parameters(), *estimator.buffers()))
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -51,9 +56,9 @@ def build_forward(scores_fn: Forward, loss_fn: Callable[[torch.Tensor], torch.Te
         return compiled
 
     def graphed(x1, x2):
-        # CUDA graphs reuse their output buffers at the next replay: mark the step, and let the caller
-        # keep only copies (the trainers clone the losses they hold on to).
+        # CUDA graphs reuse their output buffers at the next replay: mark the step, and hand out a copy,
+        # since the trainers hold on to the losses until their next read.
         torch.compiler.cudagraph_mark_step_begin()
-        return compiled(x1, x2)
+        return compiled(x1, x2).clone()
 
     return graphed

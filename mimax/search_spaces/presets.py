@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mimax.contract import load_yaml
 from mimax.errors import ConfigError
 from mimax.search_spaces.check import check_space
 from mimax.search_spaces.compile import Space
-from mimax.search_spaces.spec import SpaceSpec, load_yaml, parse_space
+from mimax.search_spaces.spec import SpaceSpec, parse_space
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -40,7 +41,7 @@ def resolve_source(name_or_path: str | os.PathLike) -> Path:
 def load_spec(name_or_path: str | os.PathLike) -> SpaceSpec:
     """Parse a space file or preset (structure only; no budget, no trial-config validation)."""
     path = resolve_source(name_or_path)
-    return parse_space(load_yaml(str(path)), source=str(path))
+    return parse_space(load_yaml(str(path), "space"), source=str(path))
 
 
 def load_space(name_or_path: str | os.PathLike, budget: str | None = None, *, check: bool = True) -> Space:

@@ -13,22 +13,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import yaml
-
+from mimax.contract import METRICS, SECTIONS, metric
 from mimax.errors import ConfigError
 
-# Top-level sections of a trial config that a space may set (``seed`` is set per replicate by ``seeds``).
-SECTIONS = ("data", "encoder", "critic", "estimator", "train", "eval", "adversarial", "device")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "nsga2", "grid", "bruteforce")
 EXHAUSTIVE = ("grid", "bruteforce")  # samplers that visit every configuration exactly once
 DIRECTIONS = ("maximize", "minimize")
 KINDS = ("value", "choice", "grid", "int", "float")
-# Metrics a trial reports (mimax.trainables.loop): per evaluation, and the parameter counts at start.
-METRICS = (
-    "probe_accuracy", "bound_train", "bound_test", "loss", "classifier_accuracy", "wall_s",
-    "params.g1", "params.g2", "params.critic",
-)
-METRIC_PATTERNS = (re.compile(r"log_cond_p\d+(\.\d+)?"),)  # Jacobian percentiles (eval.jacobian)
 
 TOP_KEYS = ("name", "description", "base", "params", "seeds", "sampler", "objectives", "trials",
             "budgets", "default_budget")
@@ -444,16 +435,16 @@ def _parse_objectives(raw: Any) -> tuple[Objective, ...]:
         path = f"objectives[{i}]"
         item = _mapping(item, path, "a mapping {metric, direction}")
         _known_keys(item, ("metric", "direction"), path)
-        metric = item.get("metric")
-        if not isinstance(metric, str) or not (metric in METRICS or any(p.fullmatch(metric) for p in METRIC_PATTERNS)):
-            choices = ", ".join(METRICS)
-            raise ConfigError(f"{path}.metric", f"unknown metric {show(metric)} (choose from {choices}, log_cond_pQ)")
-        if any(o.metric == metric for o in out):
-            raise ConfigError(f"{path}.metric", f"metric {metric!r} is already an objective")
+        name = item.get("metric")
+        if not isinstance(name, str) or metric(name) is None:
+            choices = ", ".join(m.shown or m.name for m in METRICS)
+            raise ConfigError(f"{path}.metric", f"unknown metric {show(name)} (choose from {choices})")
+        if any(o.metric == name for o in out):
+            raise ConfigError(f"{path}.metric", f"metric {name!r} is already an objective")
         direction = item.get("direction", "maximize")
         if direction not in DIRECTIONS:
             raise ConfigError(f"{path}.direction", f"expected maximize or minimize, got {show(direction)}")
-        out.append(Objective(metric, direction))
+        out.append(Objective(name, direction))
     return tuple(out)
 
 
@@ -532,35 +523,3 @@ def _parse_budgets(raw: Any, params: tuple[Param, ...]) -> dict[str, Budget]:
         trials = _trials(spec["trials"], f"{path}.trials") if "trials" in spec else _MISSING
         out[bname] = Budget(bname, description, tuple(sets), seeds, trials)
     return out
-
-
-# --------------------------------------------------------------------------------------- YAML I/O
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys (plain PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, str) and key in seen:
-            raise ConfigError("", f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: str) -> Any:
-    try:
-        with open(path) as fh:
-            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except FileNotFoundError:
-        raise ConfigError("", f"space file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError("", f"expected a space file, got a directory: {path}") from None
-    except ConfigError as exc:
-        raise ConfigError("", f"{path} {exc.message}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from mimax.study.store import MIGRATIONS
+from mimax.db import MIGRATIONS
 
 
 def upgrade_to(url: str, revision: str) -> None:

@@ -22,7 +22,9 @@ from pathlib import Path
 import optuna
 from ray.tune.search import Searcher
 
-from mimax.study.outcome import TERMINAL, final_state, interrupted, objective_values
+from mimax.contract import PackConfig, PackItem
+from mimax.db import TERMINAL
+from mimax.study.outcome import final_state, interrupted, objective_values
 from mimax.trainables.config import validate
 from mimax.trainables.tune_adapter import CHECKPOINT_FILE, read_meta, records_of
 
@@ -58,13 +60,13 @@ class StudySearcher(Searcher):
             study_name=study["optuna_study_name"], storage=store.optuna_storage(),
             sampler=space.make_sampler(session=session),
         )
-        self.queue: deque[dict] = deque()  # packs to run
-        self.live: dict[str, dict] = {}  # Ray trial id -> pack
+        self.queue: deque[PackItem] = deque()  # packs to run
+        self.live: dict[str, PackItem] = {}  # Ray trial id -> pack
         self.last: dict[str, dict] = {}  # trial_key -> last record seen (with the pack's params.*)
         self.groups: dict[int, dict[int, tuple[str, dict | None]]] = defaultdict(dict)  # number -> seed -> outcome
         self.group_size: dict[int, int] = {}
         self.curves: dict[int, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-        self.errored: dict[str, dict] = {}  # Ray trial id -> pack that failed, until settled
+        self.errored: dict[str, PackItem] = {}  # Ray trial id -> pack that failed, until settled
         self.retries: dict[str, int] = defaultdict(int)  # pack key -> runs again in this session
         self._rebuild()
 
@@ -164,7 +166,7 @@ class StudySearcher(Searcher):
         else:
             self.queue.extend(items)
 
-    def _split(self, item: dict) -> None:
+    def _split(self, item: PackItem) -> None:
         """Run the members of a pack that did not fit again, next, in packs of at most ``item["split"]``."""
         members = [(m["trial_key"], m["seed"]) for m in item["members"]]
         self._queue_packs(item["number"], members, item["trial"], size=item["split"], front=True)
@@ -180,7 +182,7 @@ class StudySearcher(Searcher):
 
     @staticmethod
     def _item(pack_key: str, number: int, members: list[tuple[str, int]], config: dict, resume: str | None,
-              ended: set[str] = frozenset()) -> dict:
+              ended: set[str] = frozenset()) -> PackItem:
         """A pack to run. Members in ``ended`` already have their outcome in the store (a pack resumed
         from its checkpoint after the driver died between its members' final writes): the pack carries
         them, but nothing about them is written again."""
@@ -210,7 +212,7 @@ class StudySearcher(Searcher):
         self._mode = mode or self._mode
         return True
 
-    def suggest(self, trial_id: str):
+    def suggest(self, trial_id: str) -> PackConfig | str | None:
         if not self.queue and self.asked < self.target:
             self._ask()
         if not self.queue:
@@ -275,7 +277,7 @@ class StudySearcher(Searcher):
         self._end(item, error=True)
         return False
 
-    def _end(self, item: dict, error: bool) -> None:
+    def _end(self, item: PackItem, error: bool) -> None:
         steps = item["trial"]["train"]["steps"]
         for m in item["members"]:
             last = self.last.get(m["trial_key"])

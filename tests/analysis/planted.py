@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -92,6 +93,14 @@ def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], 
         cfg.setdefault(section, {})
         cfg[section] = dict(cfg[section], **{leaf: value})
     return cfg
+
+
+def _recorded(config: dict) -> dict:
+    """What a trial of ``config`` records once, as the trainer reports it: NCE's ceiling log K and a
+    Gaussian's true MI (the planted estimators and datasets have no others)."""
+    data = config["data"]
+    return {"ceiling": math.log(config["train"]["batch_size"]) if config["estimator"]["name"] == "nce" else None,
+            "true_mi": data.get("mi") if data["name"] == "gaussian" else None}
 
 
 def planted_study(
@@ -188,10 +197,10 @@ def planted_study(
             acc, bound = accs[key], bounds[key]
             state = "failed" if dead[key] else ("completed" if evaluations else "pending")
             started = T0 + dt.timedelta(minutes=number * seeds + rep)
-            trials.append({"trial_key": key, "optuna_trial_number": number,
-                           "config": _config(combo, rep, steps, batch_size), "seed": rep,
+            config = _config(combo, rep, steps, batch_size)
+            trials.append({"trial_key": key, "optuna_trial_number": number, "config": config, "seed": rep,
                            "replicate_group": str(number), "replicate_index": rep, "state": "pending",
-                           "started_at": started if evaluations else None})
+                           "started_at": started if evaluations else None, **_recorded(config)})
             written = steps[:1] if dead[key] else steps
             if evaluations:
                 for i, step in enumerate(written):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections import defaultdict, deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +61,10 @@ class StudySearcher(Searcher):
             study_name=study["optuna_study_name"], storage=store.optuna_storage(),
             sampler=space.make_sampler(session=session),
         )
+        if self.ot_study.metric_names != self.metrics:  # optuna-dashboard shows them, not "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.ot_study.set_metric_names(self.metrics)
         self.queue: deque[PackItem] = deque()  # packs to run
         self.live: dict[str, PackItem] = {}  # Ray trial id -> pack
         self.last: dict[str, dict] = {}  # trial_key -> last record seen (with the pack's params.*)

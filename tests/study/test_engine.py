@@ -7,6 +7,7 @@ Kill tests SIGKILL the driver's whole process group at three moments and check e
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
@@ -20,8 +21,16 @@ TS = optuna.trial.TrialState
 
 def test_launch_records_everything_and_optuna_gets_replicate_means(tmp_path, sqlite_url):
     r = run("launch", SPACES / "tiny-grid.yaml", "--name", "s1", "--db", sqlite_url, "--results-dir",
-            tmp_path / "res", "--quiet", cwd=tmp_path)
+            tmp_path / "res", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    # Progress into a pipe: whole plain lines, one per change, no live bar cut to a width ("━━━ 12… 0:…").
+    assert "━" not in r.stderr and "…" not in r.stderr and "\r" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("s1: ")]
+    done = [int(re.match(r"s1: (\d+)/4 trials · \d\d:\d\d:\d\d · best probe_accuracy ", ln).group(1))
+            for ln in lines]
+    assert done[0] == 0 and done[-1] == 4 and done == sorted(done) and set(done) == {0, 1, 2, 3, 4}, lines
+    assert re.search(r"best probe_accuracy 0\.\d{4} · \d+ trials/h$", lines[-1]), lines[-1]
+    assert r.stderr.splitlines()[-1] == "study s1: completed (completed 4)"
     ts = trials(sqlite_url, "s1")
     assert sorted(ts) == ["c0000-s0", "c0000-s1", "c0001-s0", "c0001-s1"]
     assert all(t["state"] == "completed" and t["last_step"] == 400 and t["node"] for t in ts.values())

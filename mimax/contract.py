@@ -105,15 +105,13 @@ SECTION_FAMILIES = tuple(f for f in FAMILIES if f in SECTIONS)
 @dataclass(frozen=True)
 class Metric:
     """A key a trial reports: in each evaluation record, or (``params.*``) once, with its parameter counts.
+    ``mode``: the one training mode that reports it (None: every mode); ``needs``: the evaluation switch it
+    needs too, "probe" (eval.probe not 'none') or "jacobian" (eval.jacobian true)."""
 
-    ``mode``: the one training mode that reports it (None: every mode); ``needs``: the evaluation switch
-    it also needs, ``"probe"`` (eval.probe not 'none') or ``"jacobian"`` (eval.jacobian true)."""
-
-    name: str  # a pattern (a regular expression) when ``shown`` is given
+    name: str  # a regular expression when ``shown`` (how messages write it) is given
     mode: str | None = None
     needs: str | None = None
-    why: str = ""  # what the mode gives it, for messages
-    shown: str | None = None  # how a pattern is written in messages
+    shown: str | None = None
 
     def matches(self, key: str) -> bool:
         return re.fullmatch(self.name, key) is not None if self.shown else key == self.name
@@ -121,7 +119,7 @@ class Metric:
     def missing(self, config: TrialConfig) -> str | None:
         """What ``config`` lacks for a trial of it to report this metric; None when it reports it."""
         if self.mode is not None and config.train.mode != self.mode:
-            return f"train.mode {self.mode}" + (f" ({self.why})" if self.why else "")
+            return f"train.mode {self.mode}"
         if self.needs == "probe" and config.eval.probe == "none":
             return "a probe, but eval.probe is 'none'"
         if self.needs == "jacobian" and not config.eval.jacobian:
@@ -133,22 +131,21 @@ METRICS = (
     Metric("probe_accuracy", needs="probe"),
     # One per probe once eval.probe may be a list; probe_accuracy stays the first probe's.
     Metric(r"probe_accuracy\.[A-Za-z0-9_-]+", needs="probe", shown="probe_accuracy.LABEL"),
-    Metric("bound_train", mode="infomax", why="an estimator"),
-    Metric("bound_test", mode="infomax", why="an estimator"),
+    Metric("bound_train", mode="infomax"),
+    Metric("bound_test", mode="infomax"),
     Metric("loss"),
     Metric("classifier_accuracy", mode="adversarial"),
     Metric("wall_s"),
     Metric("params.g1"),
-    Metric("params.g2", mode="infomax", why="a second encoder"),
-    Metric("params.critic", mode="infomax", why="a critic"),
-    Metric(r"log_cond_p\d+(\.\d+)?", needs="jacobian", shown="log_cond_pQ"),  # Jacobian percentiles
+    Metric("params.g2", mode="infomax"),
+    Metric("params.critic", mode="infomax"),
+    Metric(r"log_cond_p\d+(\.\d+)?", needs="jacobian", shown="log_cond_pQ"),  # the Jacobian's percentiles
 )
 
 
 def metric(key: str) -> Metric | None:
-    """The metric a key names (a name before a pattern), or None."""
-    return next((m for m in METRICS if not m.shown and m.matches(key)), None) or next(
-        (m for m in METRICS if m.matches(key)), None)
+    """The metric a key names, or None."""
+    return next((m for m in METRICS if m.matches(key)), None)
 
 
 def mode_metrics(mode: str) -> tuple[str, ...]:
@@ -168,8 +165,8 @@ TRIAL_FLOATS = ("ceiling", "true_mi")
 # ---- records between the Ray adapter and the study ------------------------------------------------
 
 class EvalRecord(TypedDict, total=False):
-    """One evaluation of one replicate (``trainables``' record), as the study stores it. Beside these
-    keys: ``log_cond_p*`` with eval.jacobian, ``probe_accuracy.<label>`` per probe."""
+    """One evaluation of one replicate, as the study stores it; beside these keys ``log_cond_p*`` (with
+    eval.jacobian) and ``probe_accuracy.<label>`` (one per probe)."""
 
     event: Literal["eval", "diverged"]
     step: int
@@ -179,15 +176,15 @@ class EvalRecord(TypedDict, total=False):
     loss: float | None
     wall_s: float
     classifier_accuracy: float  # adversarial mode
-    reason: str  # a diverged record: why
-    pack_size: int  # added by the study: the size of the pack it was trained in
-    replayed: bool  # added by the study: re-reported from a checkpoint
+    reason: str  # why a replicate diverged
+    pack_size: int  # added by the study, as the two below
+    replayed: bool  # re-reported from a checkpoint
 
 
 class Member(TypedDict):
     trial_key: str
     seed: int
-    ended: NotRequired[bool]  # its outcome is in the store already: it rides along in a resumed pack
+    ended: NotRequired[bool]  # its outcome is stored already: it rides along in a resumed pack
 
 
 class PackConfig(TypedDict):
@@ -200,14 +197,15 @@ class PackConfig(TypedDict):
 
 
 class PackItem(PackConfig):
-    """A pack in the searcher's queue."""
+    """A pack in the searcher's queue: its configuration's Optuna trial number, and once it did not fit
+    its device, the pack size to run its members in."""
 
-    number: int  # the Optuna trial number of its configuration
-    split: NotRequired[int]  # set when it did not fit: run its members again in packs of this size
+    number: int
+    split: NotRequired[int]
 
 
 class PackResult(TypedDict, total=False):
-    """One ``tune.report`` of a pack. Beside these keys: ``params.<module>`` (parameter counts) and the
+    """One ``tune.report`` of a pack; beside these keys ``params.<module>`` (parameter counts) and the
     members' mean of each of ``MEAN_KEYS``."""
 
     step: int
@@ -219,8 +217,8 @@ class PackResult(TypedDict, total=False):
     node_id: str
     node_ip: str
     device: str
-    ceiling: float | None  # the largest value the estimator can report (log K for NCE), if bounded
-    true_mi: float | None  # the analytic MI between the views, where the data knows it
+    ceiling: float | None  # TRIAL_FLOATS
+    true_mi: float | None
 
 
 # ---- files ----------------------------------------------------------------------------------------

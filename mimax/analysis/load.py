@@ -1,7 +1,7 @@
 """Read one study out of a results database into tidy pandas frames, read-only.
 
-The database is opened through :mod:`mimax.db`'s read-only engine (SQLite through a ``mode=ro`` URI, so
-analysing a copied database never changes it; PostgreSQL sessions marked read-only), at any schema
+The database is read through a read-only :class:`~mimax.study.store.Store` (SQLite through a ``mode=ro``
+URI, so analysing a copied database never changes it; PostgreSQL sessions marked read-only), at any schema
 revision this mimax knows: a column an older revision lacks comes out empty. One query per table; JSON
 columns are decoded with ``json.loads`` and flattened into dotted columns ("encoder.name", "train.lr", ...).
 """
@@ -9,25 +9,21 @@ columns are decoded with ``json.loads`` and flattened into dotted columns ("enco
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from mimax.contract import EVAL_FLOATS, SECTION_FAMILIES, TRIAL_FLOATS
-from mimax.db import Database, Environment, Evaluation, Study, Trial, present_columns
 from mimax.errors import ConfigError
+from mimax.study.store import Store
 
 __all__ = ["AnalysisError", "StudyData", "final", "list_studies", "load"]
 
 SHORT_FACTORS = SECTION_FAMILIES  # a short column is its section's "name": encoder, critic, ...
-_TRIAL_COLUMNS = ("id", "trial_key", "state", "seed", "replicate_group", "replicate_index", "optuna_trial_number",
-                  "node", "started_at", "ended_at", "last_step", "error", "config_hash", *TRIAL_FLOATS, "config_json")
+_TRIAL_COLUMNS = ("trial_key", "state", "seed", "replicate_group", "replicate_index", "optuna_trial_number", "node",
+                  "started_at", "ended_at", "last_step", "error", "config_hash", *TRIAL_FLOATS)
 
 
 class AnalysisError(ConfigError):
@@ -66,41 +62,6 @@ class StudyData:
     @property
     def name(self) -> str:
         return self.study["name"]
-
-
-# ---- reading --------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _reading(db_url: str) -> Iterator[tuple[sa.Connection, Database]]:
-    """A read-only connection to a mimax database (any schema revision this mimax knows)."""
-    db = Database(db_url)
-    engine = db.readonly_engine()
-    try:
-        try:
-            conn = engine.connect()
-        except sa_exc.DBAPIError as e:
-            raise db.connect_error(e) from None
-        with conn:
-            if db.revision(conn) is None:
-                raise db.no_tables()
-            yield conn, db
-    finally:
-        engine.dispose()
-
-
-def _rows(conn: sa.Connection, db: Database, stmt) -> list:
-    try:
-        return conn.execute(stmt).all()
-    except sa_exc.DBAPIError as e:
-        raise db.error(f"cannot read {db.shown}", e) from None
-
-
-def _select(conn: sa.Connection, table: sa.Table, names=None):
-    """SELECT of the columns of ``table`` (those in ``names``, default all) that the database has; None
-    when it has none of them."""
-    cols = [c for c in present_columns(conn, table) if names is None or c.name in names]
-    return sa.select(*cols) if cols else None
 
 
 # ---- flattening -----------------------------------------------------------------------------------
@@ -142,46 +103,23 @@ def _records_frame(records: list[dict]) -> pd.DataFrame:
 
 def list_studies(db_url: str) -> list[dict]:
     """Every study in the database (its row, JSON decoded) with ``trial_counts``: {state: n}."""
-    from mimax.study.store import Store
-
     with Store(db_url, read_only=True) as store:
         return store.list_studies()
 
 
 def load(db_url: str, study: str) -> StudyData:
     """Study ``study`` of the database at ``db_url``: its row, trials, evaluations and factors."""
-    with _reading(db_url) as (conn, db):
-        row = _rows(conn, db, sa.select(Study.__table__).where(Study.name == study))
-        if not row:
-            raise db.unknown_study(conn, study)
-        info = dict(row[0]._mapping)
-        sid = info["id"]
-        q = _select(conn, Trial.__table__, _TRIAL_COLUMNS)
-        trial_rows = _rows(conn, db, q.where(Trial.study_id == sid).order_by(Trial.id))
-        ev = Evaluation.__table__.c
-        eval_rows = _rows(conn, db, sa.select(ev.trial_id, ev.step, *(ev[c] for c in EVAL_FLOATS), ev.metrics)
-                          .join(Trial.__table__, Trial.id == ev.trial_id)
-                          .where(Trial.study_id == sid)
-                          .order_by(ev.trial_id, ev.step))
-        q = _select(conn, Environment.__table__)  # None before revision 0002
-        env_rows = [] if q is None else _rows(conn, db, q.where(Environment.study_id == sid)
-                                                             .order_by(Environment.session))
-
-    for key in ("space_json", "directions", "metrics"):
-        if isinstance(info.get(key), str):
-            info[key] = json.loads(info[key])
+    with Store(db_url, read_only=True) as store:
+        info = store.require_study(study)
+        trial_rows = store.trials(study)
+        eval_rows = store.evaluation_rows(study)
+        environment = store.environments(study)
     info["space"] = info.get("space_json")
     trials = _trials_frame(trial_rows)
     _check_content(study, trials, len(eval_rows))
-    evaluations = _evaluations_frame(eval_rows, dict(zip(trials["trial_id"], trials["trial_key"])))
-    environment = []
-    for r in env_rows:
-        env = dict(r._mapping)
-        env["extra"] = json.loads(env["extra"]) if env.get("extra") else {}
-        environment.append(env)
     factors = _factors(trials, info.get("space_json"))
-    return StudyData(study=info, trials=trials.drop(columns=["trial_id"]), evaluations=evaluations,
-                     factors=factors, url=db.shown, environment=environment)
+    return StudyData(study=info, trials=trials, evaluations=_evaluations_frame(eval_rows), factors=factors,
+                     url=store.display_url, environment=environment)
 
 
 def _check_content(name: str, trials: pd.DataFrame, n_evals: int) -> None:
@@ -197,17 +135,15 @@ def _check_content(name: str, trials: pd.DataFrame, n_evals: int) -> None:
         raise AnalysisError(f"study '{name}' has no evaluations yet ({len(trials)} trials; {shown})")
 
 
-def _trials_frame(rows: list) -> pd.DataFrame:
+def _trials_frame(rows: list[dict]) -> pd.DataFrame:
     # Columns an older schema revision lacks come out as NaN.
-    base = pd.DataFrame([dict(r._mapping) for r in rows], columns=list(_TRIAL_COLUMNS))
-    configs = [json.loads(c) for c in base.pop("config_json")]
-    base = base.rename(columns={"id": "trial_id", "optuna_trial_number": "optuna_number"})
+    base = pd.DataFrame(rows, columns=list(_TRIAL_COLUMNS)).rename(columns={"optuna_trial_number": "optuna_number"})
     base = base.astype({c: float for c in TRIAL_FLOATS})
     for col in ("started_at", "ended_at"):
         base[col] = pd.to_datetime(base[col], utc=True)
     base["duration_s"] = (base["ended_at"] - base["started_at"]).dt.total_seconds()
     base["config_id"] = base["replicate_group"].astype("str")
-    flat = _records_frame([flatten({k: v for k, v in c.items() if k != "seed"}) for c in configs])
+    flat = _records_frame([flatten({k: v for k, v in r["config"].items() if k != "seed"}) for r in rows])
     flat.index = base.index
     flat = flat.drop(columns=[c for c in flat.columns if c in base.columns])
     none = pd.Series([None] * len(flat), index=flat.index, dtype=object)
@@ -216,18 +152,18 @@ def _trials_frame(rows: list) -> pd.DataFrame:
     return pd.concat([base, pd.DataFrame(short, index=base.index), flat], axis=1)
 
 
-def _evaluations_frame(rows: list, keys: dict) -> pd.DataFrame:
-    columns = ["trial_id", "step", *EVAL_FLOATS]
+def _evaluations_frame(rows: list) -> pd.DataFrame:
+    columns = ["trial_key", "step", *EVAL_FLOATS]
     if not rows:
-        return pd.DataFrame(columns=["trial_key", "step", *EVAL_FLOATS])
+        return pd.DataFrame(columns=columns)
     cols = list(zip(*rows))
-    frame = pd.DataFrame({c: np.asarray(v) if c in ("trial_id", "step") else np.asarray(v, dtype=float)
+    frame = pd.DataFrame({c: np.asarray(v, dtype=float) if c in EVAL_FLOATS else np.asarray(v)
                           for c, v in zip(columns, cols[:-1])})
+    frame["trial_key"] = frame["trial_key"].astype("str")
     # One json.loads over the whole column: the per-call overhead is a large share of tiny records.
     extra = _records_frame(json.loads("[" + ",".join(cols[-1]) + "]"))
-    extra = extra.drop(columns=[c for c in extra.columns if c in columns or c == "trial_key"])
-    frame.insert(0, "trial_key", frame["trial_id"].map(keys).astype("str"))
-    return pd.concat([frame.drop(columns=["trial_id"]), extra], axis=1)
+    extra = extra.drop(columns=[c for c in extra.columns if c in columns])
+    return pd.concat([frame, extra], axis=1)
 
 
 def _factors(trials: pd.DataFrame, space: Any) -> list[str]:

@@ -141,14 +141,10 @@ def _best(store, study) -> dict | None:
         return None
     metric, maximise = metrics[0], directions[0] == "maximize"
     best = None
-    finals: dict[str, dict] = {}
-    for ev in store.evaluations(study["name"]):
-        if finals.get(ev["trial_key"], {}).get("step", -1) <= ev["step"]:
-            finals[ev["trial_key"]] = ev
-    for key, ev in finals.items():
-        v = (ev.get("record") or {}).get(metric, ev.get(metric))
+    for key, rec in store.final_records(study["name"]).items():
+        v = rec.get(metric)
         if v is not None and (best is None or (v > best["value"] if maximise else v < best["value"])):
-            best = {"metric": metric, "value": v, "trial_key": key, "step": ev["step"]}
+            best = {"metric": metric, "value": v, "trial_key": key, "step": rec["step"]}
     return best
 
 

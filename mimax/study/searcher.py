@@ -80,7 +80,7 @@ class StudySearcher(Searcher):
         """Queue unfinished replicates (from their last checkpoint), those that Ray's infrastructure
         failed under included, and reconcile Optuna with the store."""
         rows = self.store.trials(self.study_name)
-        finals = self._final_records()
+        finals = self.store.final_records(self.study_name)
         by_key = {row["trial_key"]: row for row in rows}
         unfinished: dict[int, list[dict]] = defaultdict(list)
         terminal: set[str] = set()
@@ -175,15 +175,6 @@ class StudySearcher(Searcher):
         """Run the members of a pack that did not fit again, next, in packs of at most ``item["split"]``."""
         members = [(m["trial_key"], m["seed"]) for m in item["members"]]
         self._queue_packs(item["number"], members, item["trial"], size=item["split"], front=True)
-
-    def _final_records(self) -> dict[str, dict]:
-        finals: dict[str, dict] = {}
-        for ev in self.store.evaluations(self.study_name):
-            rec = ev["record"] if "record" in ev else ev.get("metrics")
-            key = ev["trial_key"]
-            if key not in finals or ev["step"] >= finals[key]["step"]:
-                finals[key] = dict(rec or {}, step=ev["step"])
-        return finals
 
     @staticmethod
     def _item(pack_key: str, number: int, members: list[tuple[str, int]], config: dict, resume: str | None,

@@ -42,7 +42,6 @@ from mimax.db import (
     Evaluation,
     Study,
     Trial,
-    UnknownStudy,
     head_revision,
     present_columns,
 )
@@ -182,16 +181,13 @@ class Store:
 
     # ---- helpers ---------------------------------------------------------------------------------
 
-    def _unknown(self, conn: Connection, name: str) -> UnknownStudy:
-        return self.db.unknown_study(conn, name)
-
     def _study_id(self, conn: Connection, name: str) -> int:
         # Studies and trials are never deleted, so their ids are cached once seen (saves a query a write).
         sid = self._study_ids.get(name)
         if sid is None:
             sid = conn.scalar(select(Study.id).where(Study.name == name))
             if sid is None:
-                raise self._unknown(conn, name)
+                raise self.db.unknown_study(conn, name)
             self._study_ids[name] = sid
         return sid
 
@@ -308,7 +304,7 @@ class Store:
         def go(conn: Connection) -> dict:
             row = conn.execute(self._select(Study).where(Study.name == name)).first()
             if row is None:
-                raise self._unknown(conn, name)
+                raise self.db.unknown_study(conn, name)
             return self._row(Study, row)
 
         return self._run(go, write=False)
@@ -336,7 +332,7 @@ class Store:
 
         def go(conn: Connection) -> None:
             if conn.execute(update(Study).where(Study.name == name).values(**values)).rowcount == 0:
-                raise self._unknown(conn, name)
+                raise self.db.unknown_study(conn, name)
 
         self._run(go, write=True)
 
@@ -360,7 +356,7 @@ class Store:
                 .with_for_update()
             ).first()
             if row is None:
-                raise self._unknown(conn, name)
+                raise self.db.unknown_study(conn, name)
             now = utcnow()
             holder, beat = row.driver_owner, row.driver_heartbeat_at
             if holder and holder != owner:
@@ -387,7 +383,7 @@ class Store:
             if not hit:
                 holder = conn.execute(select(Study.driver_owner).where(Study.name == name)).first()
                 if holder is None:
-                    raise self._unknown(conn, name)
+                    raise self.db.unknown_study(conn, name)
                 raise LeaseLost(f"study '{name}' is no longer run by {owner}: lease held by {holder[0] or 'nobody'}")
 
         self._run(go, write=True)
@@ -586,6 +582,22 @@ class Store:
             return [self._row(Evaluation, r) for r in conn.execute(q.order_by(Trial.id, Evaluation.step))]
 
         return self._run(go, write=False)
+
+    def evaluation_rows(self, study_name: str) -> list[tuple]:
+        """``(trial_key, step, *EVAL_FLOATS, the record as JSON text)`` per evaluation, by trial and step:
+        for a reader that decodes all the records at once."""
+        ev = Evaluation.__table__.c
+
+        def go(conn: Connection) -> list[tuple]:
+            q = (select(Trial.trial_key, ev.step, *(ev[c] for c in EVAL_FLOATS), ev.metrics)
+                 .join(Trial, Trial.id == ev.trial_id).where(Trial.study_id == self._study_id(conn, study_name)))
+            return conn.execute(q.order_by(Trial.id, ev.step)).all()
+
+        return self._run(go, write=False)
+
+    def final_records(self, study_name: str) -> dict[str, dict]:
+        """trial_key -> the record of the trial's last evaluation (with its ``step``)."""
+        return {ev["trial_key"]: dict(ev["record"], step=ev["step"]) for ev in self.evaluations(study_name)}
 
     # ---- environment -----------------------------------------------------------------------------
 

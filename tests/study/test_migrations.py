@@ -160,29 +160,26 @@ BACKFILLED = [
     (_config("nce", "gaussian", batch_size=32, dim=2, mi=2.5), math.log(32), 2.5),
     (_config("smile", "noniid-gaussian", iid=False), None, NONIID),
     (_config(None, "mnist"), None, None),
-    ({"lr": 1, "seed": 0}, None, None),  # not a trial config at all
 ]
 
 
 def test_0003_backfills_ceiling_and_true_mi_from_the_config(db_url):
     upgrade_to(db_url, "0002")
+    fill_0001(db_url)  # study 'old' with trial '0-0', whose config is no trial config at all
     engine = sa.create_engine(db_url)
     ts = T0.replace(tzinfo=None) if db_url.startswith("sqlite") else T0
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO mimax_studies (id, name, space_source, space_json, space_fingerprint, sampler, directions, "
-            "metrics, seeds, optuna_study_name, results_dir, status, created_at, updated_at) VALUES (1, 'old', "
-            "'x', '{}', 'fp', 'grid', '[]', '[]', 1, 'o', '/r', 'completed', :ts, :ts)"), {"ts": ts})
         for i, (config, _, _) in enumerate(BACKFILLED):
             conn.execute(sa.text(
-                "INSERT INTO mimax_trials (study_id, trial_key, config_json, config_hash, seed, replicate_group, "
-                "replicate_index, state, updated_at) VALUES (1, :key, :config, 'h', 0, 'g', 0, 'completed', :ts)"),
-                {"key": f"t{i}", "config": json.dumps(config), "ts": ts})
+                "INSERT INTO mimax_trials (id, study_id, trial_key, config_json, config_hash, seed, replicate_group, "
+                "replicate_index, state, updated_at) VALUES (:id, 1, :key, :config, 'h', 0, 'g', 0, 'completed', :ts)"),
+                {"id": 10 + i, "key": f"t{i}", "config": json.dumps(config), "ts": ts})
     Store(db_url).close()
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT trial_key, ceiling, true_mi FROM mimax_trials")).all()
     got = {key: (ceiling, true_mi) for key, ceiling, true_mi in rows}
     engine.dispose()
+    assert got.pop("0-0") == (None, None)
     for i, (_, ceiling, true_mi) in enumerate(BACKFILLED):
         c, m = got[f"t{i}"]
         assert c == (None if ceiling is None else pytest.approx(ceiling, rel=1e-12)), i

@@ -139,6 +139,8 @@ METRICS = (
     Metric("params.g1"),
     Metric("params.g2", mode="infomax"),
     Metric("params.critic", mode="infomax"),
+    Metric("params.estimator", mode="infomax"),  # only an estimator with parameters (MINE, TUBA) has it
+    Metric("params.classifier", mode="adversarial"),
     Metric(r"log_cond_p\d+(\.\d+)?", needs="jacobian", shown="log_cond_pQ"),  # the Jacobian's percentiles
 )
 

@@ -151,8 +151,8 @@ def metric(key: str) -> Metric | None:
 
 
 def mode_metrics(mode: str) -> tuple[str, ...]:
-    """The metrics (by name, patterns left out) that only training mode ``mode`` reports."""
-    return tuple(m.name for m in METRICS if m.mode == mode and not m.shown)
+    """The evaluation metrics (by name; patterns and parameter counts left out) only ``mode`` reports."""
+    return tuple(m.name for m in METRICS if m.mode == mode and not m.shown and not m.name.startswith("params."))
 
 
 # Evaluation-record floats with a database column of their own (mimax_evaluations); the whole record is

@@ -58,7 +58,8 @@ def test_what_a_config_lacks_for_a_metric():
     assert metric("probe_accuracy.fashion").missing(no_probe) == "a probe, but eval.probe is 'none'"
     assert metric("log_cond_p95").missing(no_probe) == "eval.jacobian true"
     assert metric("log_cond_p2.5").missing(infomax) is None
-    assert mode_metrics("adversarial") == ("classifier_accuracy", "params.classifier")
+    assert mode_metrics("adversarial") == ("classifier_accuracy",)
+    assert mode_metrics("infomax") == ("bound_train", "bound_test")
 
 
 @pytest.mark.parametrize("key", ["probe_acc", "probe_accuracy.", "probe_accuracy.a.b", "log_cond_pX", "params.g3"])

@@ -24,17 +24,34 @@ def _num(x, signed: bool = False) -> str:
     return (f"{x:+.4g}" if signed else f"{x:.4g}").replace("-", "−")
 
 
-def _ci(ci) -> str:
+def _decimals(ci) -> int:
+    """Enough decimals to show the interval's width with two digits (3 to 6)."""
+    width = abs(ci[1] - ci[0])
+    return 3 if not width > 0 else min(6, max(3, 1 - math.floor(math.log10(width))))
+
+
+def _ci(ci, decimals: int | None = None) -> str:
     lo, hi = ci
-    return "–" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{_num(lo)}, {_num(hi)}]"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "–"
+    d = _decimals(ci) if decimals is None else decimals
+    return f"[{lo:.{d}f}, {hi:.{d}f}]".replace("-", "−")
+
+
+def _estimate(t) -> str:
+    """``+0.060 [0.054, 0.066]``: the estimate and its interval with the same decimals."""
+    if not math.isfinite(t.ci[0]):
+        return _num(t.estimate, True)
+    d = _decimals(t.ci)
+    return f"{t.estimate:+.{d}f}".replace("-", "−") + f" {_ci(t.ci, d)}"
 
 
 def _p(d) -> str:
     if d.census:
         return "census"
     holm = d.p_holds_holm is not None
-    return f"p_holds {_num(d.p_holds_holm if holm else d.p_holds)}, p_fails " \
-           f"{_num(d.p_fails_holm if holm else d.p_fails)}{' (Holm)' if holm else ' (exempt)'}"
+    ph, pf = (d.p_holds_holm, d.p_fails_holm) if holm else (d.p_holds, d.p_fails)
+    return f"p_holds {ph:.2g}, p_fails {pf:.2g}{' (Holm)' if holm else ' (exempt)'}".replace("-", "−")
 
 
 def _family(v: Verification) -> str:
@@ -57,7 +74,7 @@ def lines(v: Verification) -> list[str]:
     width = max((len(d.claim.id) for d in v.verdicts), default=0)
     for d in v.verdicts:
         t = d.test
-        out.append(f"  {d.verdict:<12} {d.claim.id:<{width}}  {_num(t.estimate, True)} {_ci(t.ci)}  n={t.n}  {_p(d)}")
+        out.append(f"  {d.verdict:<12} {d.claim.id:<{width}}  {_estimate(t)}  n={t.n}  {_p(d)}")
         out.append(f"  {'':<12} {'':<{width}}  {d.study}: {d.statement}")
         if d.verdict != "holds":
             out.append(f"  {'':<12} {'':<{width}}  {d.reason}")

@@ -229,10 +229,14 @@ def values(data: StudyData, metric: str, when, mask: pd.Series) -> pd.DataFrame:
     return ev.merge(trials.drop(columns=["step"], errors="ignore"), on="trial_key", how="inner")
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
 def _configs(rows: pd.DataFrame, sign: float, label: Callable[[str], str]) -> tuple[list, str, str]:
     """(weighted groups for a contrast, detail, note): one group per configuration, weight ±1 / #configs."""
     groups = [(cid, g["value"].to_numpy(dtype=float)) for cid, g in rows.groupby("config_id", sort=True)]
-    detail = f"{len(rows)} trials in {len(groups)} configurations"
+    detail = f"{_count(len(rows), 'trial')} in {_count(len(groups), 'configuration')}"
     if not groups:
         return [], detail, "no completed trial with a value"
     lone = [cid for cid, x in groups if len(x) < 2]
@@ -360,7 +364,7 @@ class _Run:
                                    self.n_boot, self.rng(i))
             note = "" if math.isfinite(test.estimate) else (
                 f"ρ is undefined for {len(both)} trials" + (" (fewer than 3)" if len(both) < 3 else " (a constant)"))
-            out.append(Stratum(name, test, f"{len(both)} trials", note))
+            out.append(Stratum(name, test, _count(len(both), "trial"), note))
         return f"Spearman ρ({claim.metric}, {c.with_}) {'>' if c.sign == 'positive' else '<'} 0", out
 
     def bound(self, mask: pd.Series) -> tuple[str, list[Stratum]]:
@@ -454,6 +458,8 @@ def verify(claims: ClaimsFile, source: str, db_url: str, *, n_boot: int = 10_000
     loaded study), only the claims about that study are taken, as one family (``mimax analyze
     --claims``): those naming it, and the preset claims without a budget of their own whose preset
     and the study's recorded budget make its name. Raises ConfigError for bad input."""
+    if n_boot < 100 or seed < 0:
+        raise AnalysisError(f"verify needs n_boot ≥ 100 and seed ≥ 0, got n_boot {n_boot} and seed {seed}")
     studies = _Studies(db_url, budget, claims.budget, data)
     verdicts = []
     for claim in claims.claims:

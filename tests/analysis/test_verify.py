@@ -481,3 +481,17 @@ def test_paper_yaml_ships_with_the_package():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"analysis/claims/*.yaml"' in pyproject
     assert (ROOT / "mimax" / "analysis" / "claims" / "paper.yaml").is_file()
+
+
+def test_the_docs_example_runs_as_written(paper_db, tmp_path, capsys, monkeypatch):
+    """docs/VERIFY.md's quick start: its claims file, run on the planted database, prints what the page shows."""
+    doc = (ROOT / "docs" / "VERIFY.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = doc.split("$ mimax verify mine.yaml --db sqlite:///planted-paper.db\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    Path("mine.yaml").write_text(example)
+    code = main(["verify", "mine.yaml", "--db", paper_db[1]])
+    assert code == 0
+    assert capsys.readouterr().out == shown
+    claims, _ = load_claims("paper")
+    assert f"as {len(claims.claims)} claims" in doc

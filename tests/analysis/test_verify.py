@@ -495,3 +495,13 @@ def test_the_docs_example_runs_as_written(paper_db, tmp_path, capsys, monkeypatc
     assert capsys.readouterr().out == shown
     claims, _ = load_claims("paper")
     assert f"as {len(claims.claims)} claims" in doc
+
+
+def test_verify_imports_no_torch_ray_trainables_or_pyplot(db, tmp_path):
+    path = claims_file(tmp_path, claim("c", "truth", "order: {factor: critic, a: bilinear, op: '>', b: concat}"))
+    code = ("import sys; from mimax.analysis.claims import load_claims, verify, render; "
+            f"c, s = load_claims({str(path)!r}); v = verify(c, s, {db[1]!r}, n_boot=200); render.lines(v); "
+            "bad = [m for m in sys.modules if m in ('torch', 'ray', 'matplotlib.pyplot') or m.startswith('ray.') "
+            "or m.startswith('mimax.trainables')]; print(v.counts(), bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "'holds': 1" in res.stdout, res.stdout + res.stderr

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -24,6 +24,7 @@ SHIPPED = Path(__file__).parent  # claims files that ship with mimax: <name>.yam
 OPS = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "~": "~", "≥": ">=", "≤": "<=", "≈": "~"}
 TESTS = ("order", "bound", "versus", "correlation")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+Number = Annotated[float, Field(strict=True)]  # a YAML number: not true, not the text '1e-4'
 
 
 def shipped_names() -> list[str]:
@@ -61,8 +62,8 @@ class _Comparison(_Strict):
     """An operator with its margin (``>=``, ``<=``) or tolerance (``~``)."""
 
     op: str
-    margin: float | None = Field(None, ge=0)
-    tol: float | None = Field(None, gt=0)
+    margin: Number | None = Field(None, ge=0)
+    tol: Number | None = Field(None, gt=0)
 
     @field_validator("op", mode="before")
     @classmethod
@@ -125,7 +126,7 @@ class Versus(_Comparison, _StudyRef, _Selection):
     study (``study`` / ``preset``, with its own ``where`` and ``at``), or the same trials at another
     evaluation (``at`` alone: a paired comparison)."""
 
-    value: float | None = None
+    value: Number | None = None
     metric: str | None = None
 
     @property
@@ -139,8 +140,8 @@ class Bound(_Strict):
     ≥ ``at_least``, up to ``tol``."""
 
     at_most: Any = None
-    at_least: float | None = None
-    tol: float = Field(0.0, ge=0)
+    at_least: Number | None = None
+    tol: Number = Field(0.0, ge=0)
 
     @field_validator("at_most")
     @classmethod
@@ -211,7 +212,7 @@ class Claim(_StudyRef, _Selection):
 
 
 class ClaimsFile(_Strict):
-    alpha: float = Field(0.05, gt=0, lt=1)
+    alpha: Number = Field(0.05, gt=0, lt=1)
     budget: str | None = None  # default budget of the claims that name a preset
     description: str | None = None
     claims: list[Claim] = Field(min_length=1)

@@ -68,6 +68,8 @@ def db(tmp_path_factory):
     planted_study(url, "bounds", seeds=3, record=bounds, optuna_study=False)
     planted_study(url, "nocorr", seeds=4, corr="zero", optuna_study=False)
     planted_study(url, "mono", seeds=4, corr="monotone", optuna_study=False)
+    planted_study(url, "partial", critics=("bilinear", "concat"), estimators=("nce",), seeds=3,
+                  failed=["c0000-s2"], optuna_study=False)  # fails after its step-0 evaluation
     return path, url
 
 
@@ -255,6 +257,16 @@ def test_correlation_sign(db, tmp_path):
     assert got["pos"].test.estimate == pytest.approx(1.0) and got["pos"].test.n == 24
     assert got["zero"].test.estimate == pytest.approx(0.0, abs=1e-12)
     assert got["pos"].p_holds == pytest.approx(1 / 4001)  # no permutation reaches rho = 1
+
+
+def test_final_reads_completed_trials_and_a_step_reads_every_trial_that_reached_it(db, tmp_path):
+    res = run_verify(db[1], tmp_path, claim("final", "partial", "versus: {op: '>', value: 0.5}"),
+                     claim("step0", "partial", "versus: {op: '<', value: 0.5}", extra="at: {step: 0}"),
+                     claim("paired", "partial", "versus: {op: '>', at: {step: 0}}"))
+    got = {d.claim.id: d for d in res.verdicts}
+    assert got["final"].test.n == 5 and got["step0"].test.n == 6 and got["paired"].test.n == 5
+    assert got["step0"].test.estimate == pytest.approx(0.1 - 0.5)  # every planted trial starts at 0.1
+    assert "a: 3 trials" not in got["final"].strata[0].detail
 
 
 def test_too_few_seeds_is_inconclusive_with_the_reason(tmp_path):
@@ -485,15 +497,18 @@ def test_paper_yaml_ships_with_the_package():
     assert (ROOT / "mimax" / "analysis" / "claims" / "paper.yaml").is_file()
 
 
-def test_the_docs_example_runs_as_written(paper_db, tmp_path, capsys, monkeypatch):
-    """docs/VERIFY.md's quick start: its claims file, run on the planted database, prints what the page shows."""
+@pytest.mark.parametrize("name", ["mine", "h200"])
+def test_the_docs_examples_run_as_written(paper_db, tmp_path, capsys, monkeypatch, name):
+    """docs/VERIFY.md's examples: each claims file, run on its database (the planted one, or the real
+    H200 run committed under docs/gpu), prints what the page shows."""
     doc = (ROOT / "docs" / "VERIFY.md").read_text()
-    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
-    shown = doc.split("$ mimax verify mine.yaml --db sqlite:///planted-paper.db\n", 1)[1].split("```", 1)[0]
+    example = doc.split(f"# {name}.yaml\n", 1)[1].split("```", 1)[0]
+    url = paper_db[1] if name == "mine" else f"sqlite:///{ROOT / 'docs' / 'gpu' / 'run1-h200.db'}"
+    shown_url = "sqlite:///planted-paper.db" if name == "mine" else "sqlite:///docs/gpu/run1-h200.db"
+    shown = doc.split(f"$ mimax verify {name}.yaml --db {shown_url}\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
-    Path("mine.yaml").write_text(example)
-    code = main(["verify", "mine.yaml", "--db", paper_db[1]])
-    assert code == 0
+    Path(f"{name}.yaml").write_text(example)
+    assert main(["verify", f"{name}.yaml", "--db", url]) == 0
     assert capsys.readouterr().out == shown
     claims, _ = load_claims("paper")
     assert f"as {len(claims.claims)} claims" in doc

@@ -213,11 +213,11 @@ class _Claim:
 
 
 def values(data: StudyData, metric: str, when, mask: pd.Series) -> pd.DataFrame:
-    """One row per value read: the trials in ``mask`` (completed ones unless ``when`` is "every") with
-    their ``metric`` at ``when`` (a trial's last evaluation that has it, a step, or every evaluation);
-    columns trial_key, config_id, step, value, and the trial's config columns."""
+    """One row per value read from the trials in ``mask``: for "final" each completed trial's last
+    evaluation that has ``metric``; for a step N each trial's evaluation at N, whatever the trial's
+    state; for "every" every evaluation. Columns trial_key, config_id, step, value and the trial's."""
     trials = data.trials[mask]
-    if when != "every":
+    if when == "final":
         trials = trials[trials["state"] == "completed"]
     ev = data.evaluations[["trial_key", "step", metric]].dropna(subset=[metric])
     ev = ev[ev["trial_key"].isin(trials["trial_key"])]
@@ -238,7 +238,7 @@ def _configs(rows: pd.DataFrame, sign: float, label: Callable[[str], str]) -> tu
     groups = [(cid, g["value"].to_numpy(dtype=float)) for cid, g in rows.groupby("config_id", sort=True)]
     detail = f"{_count(len(rows), 'trial')} in {_count(len(groups), 'configuration')}"
     if not groups:
-        return [], detail, "no completed trial with a value"
+        return [], detail, "no trial with a value"
     lone = [cid for cid, x in groups if len(x) < 2]
     if lone:
         return [], detail, (f"configuration {label(lone[0])} has 1 value; an interval needs ≥ 2 seeds "

@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,7 +76,8 @@ def _fingerprint(space: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], batch_size: int) -> dict:
+def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], batch_size: int,
+            base: Mapping[str, Mapping] | None = None) -> dict:
     cfg = {
         "data": {"name": "digits"},
         "encoder": {"name": "mlp", "hidden": [64], "out_dim": 32},
@@ -87,6 +88,8 @@ def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], 
                  "probe": {"name": "torch"}, "bound_batches": 4},
         "seed": seed,
     }
+    for section, values in (base or {}).items():
+        cfg[section] = dict(cfg.get(section) or {}, **values)
     for key, value in grid_values.items():
         section, _, leaf = key.partition(".")
         cfg.setdefault(section, {})
@@ -112,6 +115,8 @@ def planted_study(
     evaluations: bool = True,
     optuna_study: bool = True,
     seed: int = 0,
+    base: Mapping[str, Mapping] | None = None,
+    record: Callable[[dict, int, int, float], dict] | None = None,
 ) -> Planted:
     """Write study ``name`` into the database at ``url`` (created if needed) and its Optuna study
     ``mimax:<name>``; return what was planted.
@@ -126,7 +131,9 @@ def planted_study(
 
     ``failed``: trial keys (or "all") that end ``failed`` with only their first evaluation written;
     ``evaluations=False`` writes trials (all ``pending``) and no evaluations; ``optuna_study=False``
-    skips the Optuna study.
+    skips the Optuna study. ``base`` updates config sections of every trial (``{"data": {"name": "mnist"}}``);
+    ``record(levels, seed, step, frac)`` returns fields to add to (or replace in) each evaluation record,
+    with ``levels`` the configuration's short factor -> level and ``frac`` = step / last step.
     """
     from mimax.study.store import Store
 
@@ -189,7 +196,7 @@ def planted_study(
             state = "failed" if dead[key] else ("completed" if evaluations else "pending")
             started = T0 + dt.timedelta(minutes=number * seeds + rep)
             trials.append({"trial_key": key, "optuna_trial_number": number,
-                           "config": _config(combo, rep, steps, batch_size), "seed": rep,
+                           "config": _config(combo, rep, steps, batch_size, base), "seed": rep,
                            "replicate_group": str(number), "replicate_index": rep, "state": "pending",
                            "started_at": started if evaluations else None})
             written = steps[:1] if dead[key] else steps
@@ -203,6 +210,8 @@ def planted_study(
                         "loss": -bound * frac, "wall_s": 0.5 * (i + 1),
                         "log_cond_p50": 2.0 + frac, "replayed": False,
                     }
+                    if record is not None:
+                        rec.update(record({_short(k): v for k, v in combo.items()}, rep, step, frac))
                     last = i == len(written) - 1
                     end = {"state": state, "last_step": step, "node": "planted-node",
                            "ended_at": started + dt.timedelta(seconds=30 + rep)}

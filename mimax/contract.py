@@ -226,12 +226,15 @@ class PackResult(TypedDict, total=False):
 # ---- files ----------------------------------------------------------------------------------------
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys (plain PyYAML keeps the last one silently)."""
+    """A safe loader that rejects duplicate keys (plain PyYAML keeps the last one silently). Merge keys
+    (``<<: *anchor``) work: the keys written beside one override the merged ones."""
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, str) and key in seen:
             raise ConfigError("", f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")

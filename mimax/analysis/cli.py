@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("name", help="study name")
     p.add_argument("--out", metavar="DIR", help="where the report and CSVs go (default reports/NAME)")
     p.add_argument("--no-importance", action="store_true", help="skip Optuna's importance evaluators")
+    p.add_argument("--claims", metavar="FILE", help="verify FILE's claims about this study (a path, or: paper) "
+                                                   "and put the verdicts into the report")
     _stat_options(p)
     p.set_defaults(func=_analyze)
 
@@ -56,6 +58,10 @@ def register(sub) -> None:
     p.add_argument("--db2", help="database of NAME2 (default: the same as --db)")
     _stat_options(p)
     p.set_defaults(func=_compare)
+
+    from mimax.analysis.claims.cli import register as register_verify
+
+    register_verify(sub)
 
 
 # ---- shared ---------------------------------------------------------------------------------------
@@ -182,18 +188,29 @@ def _analyze(args) -> int:
     results = analyze(data, url, how=args.how, n_boot=args.n_boot, seed=args.seed,
                       with_importance=not args.no_importance)
     out = (Path(args.out) if args.out else Path("reports") / args.name).absolute()
+    if args.claims:  # mimax verify on this study's claims; the report shows the verdicts
+        from mimax.analysis.claims import cli as claims_cli
+
+        results["verdicts"] = claims_cli.run(args.claims, url, seed=args.seed, data=data)
     from mimax.analysis.report import write_report
 
     try:
         tables = write_tables(data, results, out)
         report = write_report(data, results, out)
+        if "verdicts" in results:
+            from mimax.analysis.claims import render
+
+            report["verdicts"] = render.write(results["verdicts"], out)["json"]
     except OSError as e:
         raise AnalysisError(f"cannot write to {out}: {e.strerror or e}") from None
     if args.json:
+        claims = {"claims": render.as_json(results["verdicts"])} if "verdicts" in results else {}
         _print_json({**results["summary"], "out": str(out), "report": report,
-                     "importance": results["importance"]})
+                     "importance": results["importance"], **claims})
         return 0
     _print_summary(results["summary"], results["importance"])
+    if "verdicts" in results:
+        print("  " + render.summary_sentence(results["verdicts"]))
     shown = report.get("html") or report.get("markdown") or report.get("md")
     print(f"tables: {out}/ ({', '.join(p.name for p in tables.values())})")
     if shown:

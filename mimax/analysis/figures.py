@@ -143,6 +143,8 @@ def _select(ev: pd.DataFrame, metric: str, higher_is_better: bool = True) -> tup
 
 def ceilings(data) -> dict[str, float]:
     """config_id -> the ceiling its trials recorded (log K for NCE), for the configurations that have one."""
+    if "ceiling" not in data.trials.columns:  # a database before revision 0003: none recorded
+        return {}
     rows = data.trials.dropna(subset=["ceiling"]).drop_duplicates("config_id")
     return {str(c): float(v) for c, v in zip(rows["config_id"], rows["ceiling"])}
 
@@ -304,7 +306,8 @@ def conditioning(data) -> Figure | None:
 
 def true_mi(data) -> pd.Series:
     """trial_key -> the true MI between the views in nats, as the trial recorded it (NaN where unknown)."""
-    return data.trials.set_index("trial_key")["true_mi"].astype(float)
+    t = data.trials.set_index("trial_key")
+    return t["true_mi"].astype(float) if "true_mi" in t.columns else pd.Series(np.nan, index=t.index)
 
 
 def _calibration_keys(data) -> list[str]:
@@ -371,7 +374,7 @@ def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure |
             st = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1).fillna(0.0)}).sort_index()
             ax.errorbar(st.index + dodge, st["mean"], yerr=st["sd"], color=colours[s], marker="o", markersize=4,
                         capsize=3, linewidth=1.2, label=s)
-        for k in sorted(set(fin["ceiling"].dropna())):
+        for k in sorted(set(fin["ceiling"].dropna())) if "ceiling" in fin.columns else []:
             ax.axhline(k, color="0.35", linestyle="--", linewidth=1, label=f"log K = {k:.3f}")
         ax.set_xlabel("true MI (nats)")
         ax.set_ylabel(f"final {METRIC_NAMES.get(metric, metric)}")

@@ -2,7 +2,7 @@
 
 The database is read through a read-only :class:`~mimax.study.store.Store` (SQLite through a ``mode=ro``
 URI, so analysing a copied database never changes it; PostgreSQL sessions marked read-only), at any schema
-revision this mimax knows: a column an older revision lacks comes out empty. One query per table; JSON
+revision this mimax knows: a column an older revision lacks is not there (ceiling and true_mi before 0003). One query per table; JSON
 columns are decoded with ``json.loads`` and flattened into dotted columns ("encoder.name", "train.lr", ...).
 """
 
@@ -41,8 +41,8 @@ class StudyData:
     ``study``: the mimax_studies row, JSON decoded (``space_json`` also as ``space``).
     ``trials``: one row per trial — trial_key, state, seed, replicate_group, replicate_index,
     optuna_number, node, started_at / ended_at (UTC), duration_s, last_step, error, config_hash, ceiling
-    (the largest value its estimator can report, log K for NCE; NaN where unbounded or not recorded) and
-    true_mi (nats; NaN where the data does not know it), ``config_id`` (= replicate_group: one
+    (the largest value its estimator can report, log K for NCE; NaN where unbounded) and true_mi (nats;
+    NaN where the data does not know it) — both absent in a database before revision 0003 —, ``config_id`` (= replicate_group: one
     configuration across its seeds), the short factor columns data / encoder / critic / estimator (each
     section's ``name``; None where the section is null), and the whole config flattened into dotted
     columns ("train.lr", "eval.probe.name"; lists as JSON text).
@@ -136,9 +136,10 @@ def _check_content(name: str, trials: pd.DataFrame, n_evals: int) -> None:
 
 
 def _trials_frame(rows: list[dict]) -> pd.DataFrame:
-    # Columns an older schema revision lacks come out as NaN.
-    base = pd.DataFrame(rows, columns=list(_TRIAL_COLUMNS)).rename(columns={"optuna_trial_number": "optuna_number"})
-    base = base.astype({c: float for c in TRIAL_FLOATS})
+    # The columns the database has: one at an older schema revision lacks ceiling and true_mi.
+    columns = [c for c in _TRIAL_COLUMNS if not rows or c in rows[0]]
+    base = pd.DataFrame(rows, columns=columns).rename(columns={"optuna_trial_number": "optuna_number"})
+    base = base.astype({c: float for c in TRIAL_FLOATS if c in base.columns})
     for col in ("started_at", "ended_at"):
         base[col] = pd.to_datetime(base[col], utc=True)
     base["duration_s"] = (base["ended_at"] - base["started_at"]).dt.total_seconds()

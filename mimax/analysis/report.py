@@ -304,6 +304,10 @@ def findings(data, results: dict, calibration_table: pd.DataFrame | None = None,
     out += _importance_findings(results.get("importance"))
     out += _calibration_findings(calibration_table)
     out += _adversarial_findings(data)
+    if results.get("verdicts") is not None:  # mimax analyze --claims: the verdicts lead
+        from mimax.analysis.claims.render import summary_sentence
+
+        out.insert(0, summary_sentence(results["verdicts"]))
     return out
 
 
@@ -384,6 +388,10 @@ def _tables(data, results: dict, calib: pd.DataFrame | None) -> list[tuple[str, 
         out.append(("calibration", "Calibration table",
                     "Per estimator and true MI: the final test estimate's mean, bias (mean − true), variance "
                     "(ddof 0) and MSE = bias² + variance, over seeds and configurations.", calib))
+    if results.get("verdicts") is not None:  # mimax analyze --claims: first among the tables
+        from mimax.analysis.claims.render import report_tables
+
+        out[:0] = report_tables(results["verdicts"])
     env = _environment_frame(data)
     if not env.empty:
         out.append(("environment", "Environment", "The software and machine of each driver session "

@@ -1,4 +1,5 @@
-"""The search-space file format: parsing and structural validation (no Optuna, no trainables).
+"""The search-space file format: reading (a file or a preset), parsing and structural validation (no
+Optuna, no trainables).
 
 A space file is a YAML mapping; see docs/SEARCH_SPACES.md for the format. ``parse_space`` turns it into a
 ``SpaceSpec`` or raises ``ConfigError`` whose path names the place in the file: top-level key, then
@@ -9,11 +10,13 @@ mapping keys joined by ``.``, list positions as ``[i]``; a parameter's dotted ke
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
-from mimax.contract import METRICS, SECTIONS, metric
+from mimax.contract import METRICS, SECTIONS, load_yaml, metric
 from mimax.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "nsga2", "grid", "bruteforce")
@@ -523,3 +526,37 @@ def _parse_budgets(raw: Any, params: tuple[Param, ...]) -> dict[str, Budget]:
         trials = _trials(spec["trials"], f"{path}.trials") if "trials" in spec else _MISSING
         out[bname] = Budget(bname, description, tuple(sets), seeds, trials)
     return out
+
+
+# ------------------------------------------------------------------------------------------- files
+PRESET_DIR = Path(__file__).parent / "presets"  # the spaces shipped with mimax, one per experiment of the paper
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError("space", f"unknown preset {name!r} (choose from {', '.join(preset_names())})")
+    return path
+
+
+def resolve_source(name_or_path: str | os.PathLike) -> Path:
+    """A file path as given, else a preset name."""
+    text = os.fspath(name_or_path)
+    if os.path.exists(text):
+        return Path(text)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        raise ConfigError("", f"space file not found: {text}")
+    if text not in preset_names():
+        raise ConfigError("", f"no space file {text!r} and no preset of that name "
+                              f"(presets: {', '.join(preset_names())})")
+    return preset_path(text)
+
+
+def load_spec(name_or_path: str | os.PathLike) -> SpaceSpec:
+    """Parse a space file or preset (structure only; no budget, no trial-config validation)."""
+    path = resolve_source(name_or_path)
+    return parse_space(load_yaml(str(path), "space"), source=str(path))

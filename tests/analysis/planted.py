@@ -24,8 +24,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,7 +76,8 @@ def _fingerprint(space: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], batch_size: int) -> dict:
+def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], batch_size: int,
+            base: Mapping[str, Mapping] | None = None) -> dict:
     cfg = {
         "data": {"name": "digits"},
         "encoder": {"name": "mlp", "hidden": [64], "out_dim": 32},
@@ -88,6 +88,8 @@ def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], 
                  "probe": {"name": "torch"}, "bound_batches": 4},
         "seed": seed,
     }
+    for section, values in (base or {}).items():
+        cfg[section] = dict(cfg.get(section) or {}, **values)
     for key, value in grid_values.items():
         section, _, leaf = key.partition(".")
         cfg.setdefault(section, {})
@@ -96,11 +98,12 @@ def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], 
 
 
 def _recorded(config: dict) -> dict:
-    """What a trial of ``config`` records once, as the trainer reports it: NCE's ceiling log K and a
-    Gaussian's true MI (the planted estimators and datasets have no others)."""
-    data = config["data"]
-    return {"ceiling": math.log(config["train"]["batch_size"]) if config["estimator"]["name"] == "nce" else None,
-            "true_mi": data.get("mi") if data["name"] == "gaussian" else None}
+    """What a trial of ``config`` records once, its ceiling and true MI, as the trainer reports them (the
+    0003 backfill is checked against the trainer in tests/study/test_migrations.py)."""
+    from schema_at import migration
+
+    m = migration("0003")
+    return {"ceiling": m.ceiling(config), "true_mi": m.true_mi(config)}
 
 
 def planted_study(
@@ -121,6 +124,8 @@ def planted_study(
     evaluations: bool = True,
     optuna_study: bool = True,
     seed: int = 0,
+    base: Mapping[str, Mapping] | None = None,
+    record: Callable[[dict, int, int, float], dict] | None = None,
 ) -> Planted:
     """Write study ``name`` into the database at ``url`` (created if needed) and its Optuna study
     ``mimax:<name>``; return what was planted.
@@ -135,7 +140,9 @@ def planted_study(
 
     ``failed``: trial keys (or "all") that end ``failed`` with only their first evaluation written;
     ``evaluations=False`` writes trials (all ``pending``) and no evaluations; ``optuna_study=False``
-    skips the Optuna study.
+    skips the Optuna study. ``base`` updates config sections of every trial (``{"data": {"name": "mnist"}}``);
+    ``record(levels, seed, step, frac)`` returns fields to add to (or replace in) each evaluation record,
+    with ``levels`` the configuration's short factor -> level and ``frac`` = step / last step.
     """
     from mimax.study.store import Store
 
@@ -197,7 +204,7 @@ def planted_study(
             acc, bound = accs[key], bounds[key]
             state = "failed" if dead[key] else ("completed" if evaluations else "pending")
             started = T0 + dt.timedelta(minutes=number * seeds + rep)
-            config = _config(combo, rep, steps, batch_size)
+            config = _config(combo, rep, steps, batch_size, base)
             trials.append({"trial_key": key, "optuna_trial_number": number, "config": config, "seed": rep,
                            "replicate_group": str(number), "replicate_index": rep, "state": "pending",
                            "started_at": started if evaluations else None, **_recorded(config)})
@@ -212,6 +219,8 @@ def planted_study(
                         "loss": -bound * frac, "wall_s": 0.5 * (i + 1),
                         "log_cond_p50": 2.0 + frac, "replayed": False,
                     }
+                    if record is not None:
+                        rec.update(record({_short(k): v for k, v in combo.items()}, rep, step, frac))
                     last = i == len(written) - 1
                     end = {"state": state, "last_step": step, "node": "planted-node",
                            "ended_at": started + dt.timedelta(seconds=30 + rep)}

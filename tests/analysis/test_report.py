@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from planted import planted_study
+from requires import require
 
 from mimax.analysis import figures as F
 from mimax.analysis.cli import analyze
@@ -369,10 +370,10 @@ def test_importing_the_report_uses_no_pyplot_ray_or_trainables():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                    "(apt-get install chromium) to render report.html; the project's setup does not install it")
 def test_report_renders_in_a_headless_browser(study, tmp_path):
     from matplotlib.image import imread
+
+    require(CHROMIUM.exists(), f"Debian's chromium at {CHROMIUM} (apt-get install chromium)")
 
     shot = tmp_path / "report.png"
     cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -7,7 +7,6 @@ comparison finds nothing), on SQLite and PostgreSQL, with Optuna's tables in the
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import math
 
@@ -17,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from schema_at import upgrade_to
+from schema_at import migration, upgrade_to
 
 from mimax.db import MIGRATIONS, VERSION_TABLE, Base, DatabaseError
 from mimax.study.store import Store
@@ -186,21 +185,13 @@ def test_0003_backfills_ceiling_and_true_mi_from_the_config(db_url):
         assert m == (None if true_mi is None else pytest.approx(true_mi, abs=5e-7 if true_mi == NONIID else 1e-12)), i
 
 
-def _migration_0003():
-    (path,) = (MIGRATIONS / "versions").glob("0003_*.py")
-    spec = importlib.util.spec_from_file_location("migration_0003", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_0003_backfill_is_what_the_trainer_reports():
     """The migration's frozen snapshot against the live registries: every estimator's ceiling at two batch
     sizes, every dataset's true MI."""
     from mimax.trainables.data import DATASETS
     from mimax.trainables.estimators import ESTIMATORS
 
-    m = _migration_0003()
+    m = migration("0003")
     for name, cls in ESTIMATORS.items():
         estimator = cls(cls.Params())
         for k in (2, 64, 128):

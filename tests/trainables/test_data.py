@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from requires import require
 
 from mimax.errors import ConfigError
 from mimax.trainables.base import ViewSpec, parse_params
@@ -79,8 +80,8 @@ def instances(needed):
     cache: dict[str, Views] = {}
 
     def get(name: str) -> Views:
-        if name == "fashion-mnist" and not FASHION_DIR.is_dir():
-            pytest.skip("dataset-fashion-mnist is not installed")
+        if name == "fashion-mnist":
+            require(FASHION_DIR.is_dir(), f"Fashion-MNIST at {FASHION_DIR} (apt-get install dataset-fashion-mnist)")
         if name not in cache:
             cache[name] = make(name, **needed(name))
         return cache[name]
@@ -238,7 +239,6 @@ def test_idx_header_checks():
 # ---------------------------------------------------------------------------------- other images
 
 
-@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
 def test_fashion_mnist(instances):
     data = instances("fashion-mnist")
     x_tr, y_tr, x_te, y_te = data.probe_data(gen())

@@ -175,16 +175,23 @@ class Source:
         where = f"`{shown(path)}`, SQLite, {size_text(self.url)}" if path else "a server database"
         rows = []
         for s in self.studies:
-            sessions = "; ".join(_session(e) for e in self.data(s["name"]).environment) or "none recorded"
+            envs = self.data(s["name"]).environment
+            sessions = "; ".join(_session(e) for e in envs) or "none recorded"
+            machines = "; ".join(dict.fromkeys(_machine(e) for e in envs)) or "–"
             done = s["trial_counts"].get("completed", 0)
-            rows.append([s["name"], s["budget"], s["status"], f"{done} / {s['n_trials']}", sessions])
+            rows.append([s["name"], s["budget"], s["status"], f"{done} / {s['n_trials']}", sessions, machines])
         lines = [f"The database: {where}, {len(self.studies)} "
                  f"{'study' if len(self.studies) == 1 else 'studies'}.", "",
                  placeholders.table(["study", "budget", "status", "trials completed / total",
-                                     "sessions: git commit, start (UTC)"], rows)]
+                                     "sessions: git commit, start (UTC)", "machine"], rows)]
         if self.awaited:
             lines += ["", f"Not in the database yet (*pending*): {', '.join(self.awaited)}."]
         return "\n".join(lines)
+
+
+def _machine(env: dict) -> str:
+    cores = (env.get("extra") or {}).get("cpu_count")
+    return ", ".join(x for x in (env.get("cpu") or "CPU unknown", cores and f"{cores} cores", env.get("gpu")) if x)
 
 
 def _session(env: dict) -> str:

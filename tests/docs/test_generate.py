@@ -372,6 +372,7 @@ def test_an_unknown_name_is_one_line_naming_it_and_its_line(source, body, messag
     assert "\n" not in text and text.startswith(f"t.md.in:3: {body}: ") and message in text, text
 
 
+@pytest.mark.slow
 def test_the_script_runs_as_a_command(planted, tmp_path):
     """The file as `python docs/reproduction/generate.py`, from another directory: exit 2 and one line for
     bad input, exit 0 and the files it wrote otherwise."""

@@ -268,6 +268,23 @@ def test_the_shipped_template_renders_on_the_planted_database_and_states_both_pr
             assert "No claim of this finding reads a probe" in section, finding
 
 
+def test_the_shipped_templates_studies_and_steps_are_those_make_reproduce_runs_at_budget_cpu():
+    """Every study the template names is a preset's at budget cpu, and every step it reads is one that
+    budget evaluates: a preset's budget changed elsewhere shows up here, not hours into make reproduce."""
+    from mimax.search_spaces.presets import load_space, preset_names
+
+    template = re.sub(r"\{#.*?#\}", "", generate.TEMPLATE.read_text(), flags=re.S)  # not the doc comment
+    used = re.findall(r"\{\{(?:value|configs|study|calibration) ([^\s}]+)([^}]*)\}\}", template)
+    assert len(used) > 100
+    for study, rest in used:
+        preset = study.removesuffix("-cpu")
+        assert study.endswith("-cpu") and preset in preset_names(), study
+        space = load_space(preset, "cpu")
+        steps, every = space.base["train"]["steps"], space.base["eval"]["every"]
+        for at in re.findall(r"\bat=(\d+)", rest):
+            assert int(at) <= steps and (int(at) % every == 0 or int(at) == steps), (study, at, every, steps)
+
+
 # ---- the command --------------------------------------------------------------------------------------------
 
 

@@ -306,6 +306,21 @@ def test_losses_are_read_every_sync_every_steps_between_evaluations(poison, monk
     assert seen[2] == (16, [("diverged", 13), None])
 
 
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
+def test_a_stateless_estimator_runs_once_for_the_whole_pack(estimator, monkeypatch):
+    """Vmapped over the replicates (a few kernels instead of R times as many); a stateful one (MINE's
+    moving average, TUBA's baseline) runs once per replicate."""
+    cls = ESTIMATORS[estimator]
+    calls = []
+    real = cls.forward
+    monkeypatch.setattr(cls, "forward", lambda self, scores: calls.append(scores.shape) or real(self, scores))
+    pack = Trainer(config(estimator=estimator), [0, 1, 2])
+    pack.train_step()
+    stateful = estimator in ("mine", "tuba")
+    assert stateful == any(True for e in pack.mode.estimators for _ in (*e.parameters(), *e.buffers()))
+    assert len(calls) == (3 if stateful else 1)
+
+
 def test_bad_seeds_are_refused():
     with pytest.raises(ValueError, match="at least one"):
         Trainer(config(), [])

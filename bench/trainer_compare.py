@@ -271,7 +271,16 @@ def main() -> None:
         *[f"| {name} | **{wall:.3f}** | {cpu:.3f} |" for name, (wall, cpu) in ratios.items()],
         "",
         f"The old and the new lone trial end {drift:.0e} nats apart in their last test bound (the new trainer's "
-        "fused Adam rounds within an ulp of the old unfused one).",
+        "fused Adam rounds within an ulp of the old unfused one, and Adam amplifies rounding over the steps).",
+        "",
+        "Where a lone trial's step goes (torch.profiler and per-step CPU time, one thread, measured on 2026-11-30 "
+        "on this 2-core machine under load, so roughly): the matrix products are about three quarters; "
+        "`torch.optim.Adam`'s default CPU implementation (a loop over the parameters) costs about 0.7 ms a step "
+        "more than the fused one; running R = 1 through vmap and `functional_call` costs about 0.5 ms a step "
+        "more than calling the plain modules; switching the modules to training mode at every step about "
+        "25 µs. So a stack of one holds its plain modules, every trainer uses fused Adam, and the modes are "
+        "switched only when they change. The index draw (`randperm` over the 60,000 training images, the "
+        "datasets' protocol) is 0.2–0.3 ms a step in every variant, the bare loop's included.",
     ])
     write_section(TITLE, body)
 

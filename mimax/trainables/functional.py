@@ -64,10 +64,6 @@ class Stacked:
     def train(self, mode: bool) -> None:
         self.module.train(mode)
 
-    def as_module(self, name: str, t: torch.Tensor) -> torch.Tensor:
-        """A tensor shaped like leaf ``name`` in the module's layout (a view)."""
-        return t.transpose(-1, -2) if name in self.transposed else t
-
     def tensors(self, idx: Index = None) -> tuple[dict, dict]:
         """(params, buffers) in the modules' layout, (R, ...), for the replicates ``idx`` (None: all)."""
         if self.plain:
@@ -76,7 +72,8 @@ class Stacked:
         else:
             leaves, buffers = self.leaves, self.buffers
         pick = (lambda t: t) if idx is None else (lambda t: t[idx])  # noqa: E731
-        return {k: self.as_module(k, pick(v)) for k, v in leaves.items()}, {k: pick(v) for k, v in buffers.items()}
+        params = {k: pick(v).transpose(-1, -2) if k in self.transposed else pick(v) for k, v in leaves.items()}
+        return params, {k: pick(v) for k, v in buffers.items()}
 
     def __call__(self, *xs: torch.Tensor, idx: Index = None, shared: bool = False) -> torch.Tensor:
         """Each replicate r applied to ``xs[...][r]`` (or, ``shared``, to the same ``xs``): (R, ...)."""

@@ -1,24 +1,19 @@
 """The trainer: R ≥ 1 seed replicates of one trial config, trained and evaluated together.
 
-No Ray, no database: ``Trainer(config)`` is a lone trial (the config's seed), ``Trainer(config, seeds)``
-a pack; ``run()`` yields lists of R records. ``save``/``load`` checkpoint the whole state (modules,
-optimisers, RNGs, step) so a restored trainer continues exactly where it stopped.
+No Ray, no database: ``Trainer(config)`` is a lone trial (the config's seed), ``Trainer(config, seeds)`` a
+pack; ``run()`` yields lists of R records; ``save``/``load`` checkpoint the whole state, so a restored
+trainer continues exactly where it stopped.
 
-Replicate r is built under ``seeded(seeds[r])`` and keeps its own data stream (a generator seeded with
-its seed), its own evaluation streams and its own unstacked modules (the estimators). The modules the
-mode names are stacked (``functional.Stacked``): for R > 1 they run once for all replicates under
-``torch.vmap``, for R = 1 they are the plain modules. One fused Adam over the stacked tensors is R
-independent Adams (Adam is elementwise), and the loss is the sum of the replicates' losses, so no
-gradient mixes: replicate r's records equal those of its seed trained alone up to float rounding (the
-plain reference in tests/reference.py is the oracle). The training mode is a strategy object
-(``modes.MODES``); evaluation (bounds or the mode's metrics, the probe, the Jacobian diagnostic) is
-batched over the replicates.
+Replicate r is built under ``seeded(seeds[r])``, draws its batches with its own generator and keeps its own
+evaluation streams and unstacked modules (the estimators). The modules the mode names are stacked
+(``functional.Stacked``: vmapped for R > 1, the plain modules for R = 1). One fused Adam over the stacks is
+R independent Adams (elementwise) on the sum of the replicates' losses, so no gradient mixes: replicate r's
+records are those of its seed alone up to float rounding (the oracle: tests/reference.py). The training
+mode is a strategy object (``modes.MODES``).
 
-A replicate whose training loss turns non-finite gets its ``diverged`` record (at the next read of the
-losses, with the step it happened at) and is dropped from the summed loss, the evaluations and the
-records; its slice of the stacked tensors rides along until the run ends (computed, and moved by
-Adam's momentum, but never evaluated or reported; the others' numbers are untouched). ``wall_s`` is
-the trainer's time, shared by its replicates.
+A replicate whose training loss turns non-finite gets its ``diverged`` record at the next read of the
+losses, with the step it happened at, and leaves the summed loss, the evaluations and the records; its
+slice of the stacks rides along unreported until the run ends. ``wall_s`` is shared by the replicates.
 """
 
 from __future__ import annotations

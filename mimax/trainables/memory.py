@@ -106,8 +106,6 @@ def auto_pack_size(
 
     On a CPU, a trial that fits a probe on 10,000 images or more packs nothing: there the probe, not the
     vmapped step, dominates, and a pack ran fig3-critics 0.77x as fast as one trial per seed (PERFORMANCE.md)."""
-    if n_seeds < 1:
-        return 1
     raw = raw_config(config)
     if free_bytes is None:
         dev = resolve_device(str(device or raw.get("device", "cpu")))

@@ -32,10 +32,6 @@ def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
 
 
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 class Mode:
     """Base of every training mode (see the module docstring)."""
 
@@ -178,10 +174,8 @@ class InfoMax(Mode):
         return self.estimators[0].ceiling(self.trainer.cfg.train.batch_size)
 
     def param_counts(self):
-        counts = super().param_counts()
-        if n_params(self.estimators[0]):  # TUBA's baseline
-            counts["estimator"] = n_params(self.estimators[0])
-        return counts
+        counts, own = super().param_counts(), sum(p.numel() for p in self.estimators[0].parameters())
+        return {**counts, "estimator": own} if own else counts  # TUBA's baseline
 
     def state_dict(self):
         return {"estimators": [e.state_dict() for e in self.estimators]}

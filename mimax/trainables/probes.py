@@ -95,12 +95,9 @@ class LinearSoftmax:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return ((x.to(self.lo) - self.lo[..., None, :]) * self.scale[..., None, :]) @ self.weight + self.bias[..., None, :]
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classes[self.logits(x).argmax(-1)]
-
     def score(self, x: torch.Tensor, y: torch.Tensor) -> float | list[float]:
         """Accuracy on (x, y): a float, or one per replicate."""
-        return (self.predict(x) == y.to(self.classes.device)).float().mean(-1).tolist()
+        return (self.classes[self.logits(x).argmax(-1)] == y.to(self.classes.device)).float().mean(-1).tolist()
 
 
 def _bsum(t: torch.Tensor) -> torch.Tensor:

@@ -46,9 +46,9 @@ def main() -> None:
     trainer = Trainer(cfg)
     if not args.torch_init:
         torch.manual_seed(args.seed)
-        for m in (trainer.g1, trainer.g2, trainer.critic):
-            glorot(m)
-    for rec in trainer.run():
+        for name in ("g1", "g2", "critic"):
+            glorot(trainer.stacks[name].module)  # a lone trial's stacks are its plain modules
+    for (rec,) in trainer.run():
         print(json.dumps({"critic": args.critic, "seed": args.seed, "init": "torch" if args.torch_init else "glorot",
                           **{k: rec.get(k) for k in ("step", "bound_test", "bound_train", "probe_accuracy")}}),
               flush=True)

@@ -4,7 +4,7 @@ Stages, each under its own time limit; results go to OUT/gpu.json as they come, 
 (OUT/gpu.db, for `mimax analyze` afterwards) and nvidia-smi samples (OUT/smi.csv, one per second):
 
 1. sanity: a pack of 4 trains 60 steps on CUDA, and one replicate matches the same seed alone.
-2. in-process training steps/s on CUDA, MLP x bilinear x NCE: one Trainer vs a PackedTrainer of 20.
+2. in-process training steps/s on CUDA, MLP x bilinear x NCE: a lone Trainer vs a Trainer of 20 seeds.
 3. fig3-critics at budget paper through `mimax launch` (6 configurations x 20 seeds x 21,000 steps) with
    the torch probe (bench/spaces/fig3-paper-gpu.yaml): packed (auto), 1/6 GPU per trial: wall time,
    trials/hour, GPU utilisation.
@@ -99,12 +99,11 @@ def sanity() -> dict:
     import torch
 
     from mimax.trainables.loop import Trainer
-    from mimax.trainables.packed import PackedTrainer
 
     assert torch.cuda.is_available(), "no CUDA device"
     cfg = trial(probe={"name": "torch"})
-    packed = list(PackedTrainer(cfg, [0, 1, 2, 3], device="cuda").run())
-    alone = list(Trainer(dict(cfg, seed=2), device="cuda").run())
+    packed = list(Trainer(cfg, [0, 1, 2, 3], device="cuda").run())
+    alone = [rec for (rec,) in Trainer(dict(cfg, seed=2), device="cuda").run()]
     last_pack, last_alone = packed[-1][2], alone[-1]
     return {"pack_bound_test": last_pack["bound_test"], "alone_bound_test": last_alone["bound_test"],
             "pack_probe": last_pack["probe_accuracy"], "alone_probe": last_alone["probe_accuracy"],
@@ -127,13 +126,12 @@ def steps_per_s(make, steps: int = 300) -> float:
 
 def in_process() -> dict:
     from mimax.trainables.loop import Trainer
-    from mimax.trainables.packed import PackedTrainer
 
     out = {}
     for critic in ("bilinear", "concat"):
         cfg = trial(critic, steps=10**6, every=10**6)  # train_step alone: no evaluation
         one = steps_per_s(lambda: Trainer(dict(cfg, seed=0), device="cuda"))
-        pack = steps_per_s(lambda: PackedTrainer(cfg, list(range(20)), device="cuda"))
+        pack = steps_per_s(lambda: Trainer(cfg, list(range(20)), device="cuda"))
         out[critic] = {"one_steps_s": round(one, 1), "pack20_steps_s": round(pack, 1),
                        "replicate_steps_s_ratio": round(20 * pack / one, 2)}
     return out
@@ -143,8 +141,8 @@ def step_paths() -> dict:
     """Steps/s of a pack of 20 on CUDA as built, and with the two per-step waits it used to have: one
     loss per replicate (no vmap) and NWJ's negatives picked by a boolean mask (a device sync per call)."""
     import mimax.trainables.estimators as est_mod
+    import mimax.trainables.modes as modes
     from mimax.trainables.loop import Trainer
-    from mimax.trainables.packed import PackedTrainer
 
     import torch
 
@@ -156,12 +154,14 @@ def step_paths() -> dict:
     for estimator in ("nce", "nwj"):
         cfg = dict(trial(steps=10**6, every=10**6), estimator={"name": estimator})
         out[estimator] = {"one": round(steps_per_s(lambda: Trainer(dict(cfg, seed=0), device="cuda")), 1),
-                          "pack20": round(steps_per_s(lambda: PackedTrainer(cfg, list(range(20)), device="cuda")), 1)}
+                          "pack20": round(steps_per_s(lambda: Trainer(cfg, list(range(20)), device="cuda")), 1)}
 
         def old_pack():
-            p = PackedTrainer(cfg, list(range(20)), device="cuda")
-            p.set_vmap(False)
-            return p
+            stateless, modes.stateless = modes.stateless, lambda estimator: False  # one loss per replicate
+            try:
+                return Trainer(cfg, list(range(20)), device="cuda")
+            finally:
+                modes.stateless = stateless
 
         fresh = est_mod._off_diagonal
         est_mod._off_diagonal = masked

@@ -1,4 +1,4 @@
-"""Packed replicates on CPU: 8 seeds in one PackedTrainer against 8 sequential Trainers (same process)
+"""Packed replicates on CPU: 8 seeds in one Trainer against 8 sequential lone Trainers (same process)
 and against 8 sequential `mimax train` processes, measured in one run.
 
 The trial: MNIST, MLP × bilinear × InfoNCE, K = 128, lr 1e-4, ``--steps`` steps, bounds on 5 batches
@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 from perf_doc import machine, stamp, write_section  # noqa: E402
 
 from mimax.trainables.loop import Trainer  # noqa: E402
-from mimax.trainables.packed import PackedTrainer  # noqa: E402
 
 TITLE = "Packed replicates (CPU)"
 
@@ -52,13 +51,13 @@ def trial_config(steps: int) -> dict:
 def sequential(config: dict, seeds: list[int]) -> tuple[float, list[list[dict]]]:
     """Wall time and each seed's records."""
     t0 = time.perf_counter()
-    records = [list(Trainer(dict(config, seed=s)).run()) for s in seeds]
+    records = [[rec for (rec,) in Trainer(dict(config, seed=s)).run()] for s in seeds]
     return time.perf_counter() - t0, records
 
 
 def packed(config: dict, seeds: list[int]) -> tuple[float, list[list[dict]]]:
     t0 = time.perf_counter()
-    lists = list(PackedTrainer(config, seeds).run())
+    lists = list(Trainer(config, seeds).run())
     return time.perf_counter() - t0, [[recs[r] for recs in lists] for r in range(len(seeds))]
 
 
@@ -117,7 +116,7 @@ def main() -> None:
     seq, pack = min(seq_times), min(pack_times)
     rows = [
         (f"{n} sequential `Trainer`s, one process", f"{seq:.1f}", f"{n * args.steps / seq:.0f}", "1.00×"),
-        (f"one `PackedTrainer` of {n}", f"{pack:.1f}", f"{n * args.steps / pack:.0f}", f"**{seq / pack:.2f}×**"),
+        (f"one `Trainer` of {n} seeds", f"{pack:.1f}", f"{n * args.steps / pack:.0f}", f"**{seq / pack:.2f}×**"),
     ]
     if t_proc is not None:
         rows.insert(0, (f"{n} sequential `mimax train` processes", f"{t_proc:.1f}",

@@ -45,10 +45,10 @@ def variants(device: str) -> dict[str, dict]:
 def measure(device: str, steps: int, seeds: int, train: dict) -> dict:
     import torch
 
-    from mimax.trainables.packed import PackedTrainer
+    from mimax.trainables.loop import Trainer
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    pack = PackedTrainer(config(steps, **train), list(range(seeds)), device=device)
+    pack = Trainer(config(steps, **train), list(range(seeds)), device=device)
     t0 = time.perf_counter()
     records = []
     first = warm_at = None
@@ -58,7 +58,7 @@ def measure(device: str, steps: int, seeds: int, train: dict) -> dict:
             first = time.perf_counter()
     total = time.perf_counter() - first
     # The steady rate: a second short pack run timed step by step after its warm-up.
-    pack2 = PackedTrainer(config(10**6, **train), list(range(seeds)), device=device)
+    pack2 = Trainer(config(10**6, **train), list(range(seeds)), device=device)
     for _ in range(WARM):
         pack2.train_step()
     sync()

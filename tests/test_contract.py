@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mimax.cli import main
-from mimax.contract import FAMILIES, METRICS, SECTIONS, TrialConfig, load_yaml, metric, mode_metrics
+from mimax.contract import FAMILIES, METRICS, MODES, SECTIONS, TrialConfig, load_yaml, metric, mode_metrics
 from mimax.errors import ConfigError
 
 INFOMAX = {
@@ -65,6 +65,12 @@ def test_what_a_config_lacks_for_a_metric():
 @pytest.mark.parametrize("key", ["probe_acc", "probe_accuracy.", "probe_accuracy.a.b", "log_cond_pX", "params.g3"])
 def test_unknown_metrics(key):
     assert metric(key) is None
+
+
+def test_the_modes_are_the_trainers():
+    from mimax.trainables.modes import MODES as STRATEGIES
+
+    assert set(MODES) == set(STRATEGIES)
 
 
 def test_sections_and_families():

@@ -149,7 +149,7 @@ class StudySearcher(Searcher):
 
     def _pack_size(self, config: dict, n: int) -> int:
         if self.pack == "auto":
-            from mimax.trainables.packed import auto_pack_size
+            from mimax.trainables.memory import auto_pack_size
 
             if self.trial_gpus:  # the trial's share of one GPU (Ray gives whole GPUs above 1)
                 return auto_pack_size(config, n, device="cuda", share=min(1.0, self.trial_gpus))

@@ -71,7 +71,7 @@ def train_command(args) -> int:
 
     if args.json:
         emit_json(start)
-        for rec in trainer.run():
+        for (rec,) in trainer.run():
             records.append(rec)
             emit_json(rec)
             if rec["event"] == "eval":  # never checkpoint the weights of a diverged run
@@ -109,7 +109,7 @@ def _run_with_progress(trainer, start, checkpoint):
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("steps", total=cfg.train.steps, completed=trainer.step, last="")
         runner = trainer.run()
-        for rec in runner:
+        for (rec,) in runner:
             records.append(rec)
             last = f"bound {_fmt(rec.get('bound_train'))} acc {_fmt(rec.get('probe_accuracy'))}"
             progress.update(task, completed=trainer.step, last=last)

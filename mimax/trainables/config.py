@@ -28,10 +28,9 @@ from pydantic import ValidationError
 from mimax.contract import SPEED_DEFAULTS, AdversarialConfig, TrialConfig
 from mimax.errors import ConfigError, from_validation_error
 from mimax.trainables.base import Params, ViewSpec, lookup, parse_params
-from mimax.trainables.critics import CRITICS
 from mimax.trainables.data import DATASETS
 from mimax.trainables.encoders import ENCODERS
-from mimax.trainables.estimators import ESTIMATORS
+from mimax.trainables.modes import MODES
 from mimax.trainables.probes import PROBES
 
 
@@ -82,34 +81,14 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
     view = data_cls.spec_for(data_params)
     enc_cls.check(enc_params, view)
 
-    adversarial = cfg.train.mode == "adversarial"
-    crit = est = None
-    crit_sec = est_sec = None
-    if adversarial:
-        for key in ("critic", "estimator"):
-            if getattr(cfg, key) is not None:
-                raise ConfigError(key, "not used by train.mode 'adversarial'; remove it")
-        if not data_cls.labelled:
-            raise ConfigError("train.mode", f"'adversarial' needs labelled data; data {data_sec['name']!r} has none")
-        if not enc_cls.has_parameters:
-            raise ConfigError("encoder.name", f"'adversarial' trains the encoder; {enc_sec['name']} has no parameters")
+    mode = MODES[cfg.train.mode]
+    if cfg.adversarial is not None and mode.section != "adversarial":
+        raise ConfigError("adversarial", "only used with train.mode 'adversarial'")
+    crit, est, sections = mode.resolve(cfg, data_cls, (enc_cls, enc_params), view, _component)
+    if not mode.speed_switches:
         for key, default in SPEED_DEFAULTS.items():
             if getattr(cfg.train, key) != default:
                 raise ConfigError(f"train.{key}", "only used with train.mode 'infomax'; remove it")
-    else:
-        if cfg.adversarial is not None:
-            raise ConfigError("adversarial", "only used with train.mode 'adversarial'")
-        for key in ("critic", "estimator"):
-            if getattr(cfg, key) is None:
-                raise ConfigError(f"{key}.name", "missing required key")
-        crit_cls, crit_params, crit_sec = _component(CRITICS, "critic", cfg.critic)
-        est_cls, est_params, est_sec = _component(ESTIMATORS, "estimator", cfg.estimator)
-        enc_out = enc_cls.output_dim(enc_params, view)
-        crit_cls.check(crit_params, enc_out, enc_out)
-        if not (enc_cls.has_parameters or crit_cls.has_parameters or est_cls.has_parameters):
-            raise ConfigError("critic.name", f"{enc_sec['name']} encoders with a {crit_sec['name']} critic and "
-                                             f"{est_sec['name']} leave nothing to train")
-        crit, est = (crit_cls, crit_params), (est_cls, est_params)
 
     probe = None
     probe_sec: Any = cfg.eval.probe
@@ -124,10 +103,9 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
         update={
             "data": data_sec,
             "encoder": enc_sec,
-            "critic": crit_sec,
-            "estimator": est_sec,
+            **sections,
             "eval": cfg.eval.model_copy(update={"probe": probe_sec}),
-            "adversarial": (cfg.adversarial or AdversarialConfig()) if adversarial else None,
+            "adversarial": (cfg.adversarial or AdversarialConfig()) if mode.section == "adversarial" else None,
         }
     )
     return Resolved(full, (data_cls, data_params), (enc_cls, enc_params), crit, est, probe, view)

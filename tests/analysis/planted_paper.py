@@ -60,14 +60,17 @@ def write_paper_studies(url: str) -> None:
         bound = ramp(-0.5, 4.75 if lv["estimator"] == "nce" else 3.0, frac) + 0.02 * z(s, SEEDS)
         return {**_probes(ramp(0.834, 0.90, frac), ramp(0.834, 0.895, frac), s, SEEDS), "bound_test": bound}
 
+    subset = {"probe_train_size": 10000}  # Fig. 1's probes fit on 10k training images
     planted_study(url, "fig1ab-bijective-cpu", critics=(), steps=(0, 200, 400), record=fig1ab,
-                  base={**mnist, "encoder": {"name": "realnvp"}}, **common)
+                  base={**mnist, "encoder": {"name": "realnvp"}, "eval": subset}, **common)
 
     def fig1c(lv, s, step, frac):
-        return _probes(ramp(0.832, 0.40, frac), ramp(0.832, 0.55, frac), s, SEEDS, sd=0.01)
+        return {**_probes(ramp(0.832, 0.40, frac), ramp(0.832, 0.55, frac), s, SEEDS, sd=0.01),
+                "classifier_accuracy": 0.1 if step == 0 else ramp(0.5, 0.6, frac) + 0.01 * z(s, SEEDS)}
 
     planted_study(url, "fig1c-adversarial-cpu", critics=(), estimators=(), steps=(0, 40, 80, 120, 160, 200),
-                  record=fig1c, base={**mnist, "train": {"mode": "adversarial"}}, **common)
+                  record=fig1c, base={**mnist, "train": {"mode": "adversarial"}, "adversarial": {"warmup": 300},
+                                      "eval": subset}, **common)
 
     def fig2(lv, s, step, frac):
         lc = ramp(0.01, 2.6, frac)
@@ -93,7 +96,7 @@ def write_paper_studies(url: str) -> None:
         return {**_probes(ramp(0.8, acc, frac), ramp(0.8, sklearn, frac), s, SEEDS),
                 "bound_test": ramp(0.0, bound, frac) - 0.02 * noise}
 
-    planted_study(url, "fig3-nwj-21k-cpu", estimators=(), steps=(0, 10500, 21000), record=fig3_21k,
+    planted_study(url, "fig3-nwj-21k-cpu", estimators=(), steps=range(0, 21001, 3000), record=fig3_21k,
                   base={**mnist, "estimator": {"name": "nwj"}}, **common)
 
     def fig4ab(lv, s, step, frac):

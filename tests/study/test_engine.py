@@ -7,6 +7,7 @@ Kill tests SIGKILL the driver's whole process group at three moments and check e
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import optuna
@@ -45,6 +46,11 @@ def test_launch_records_everything_and_optuna_gets_replicate_means(tmp_path, sql
         mean = (finals[f"c{t.number:04d}-s0"] + finals[f"c{t.number:04d}-s1"]) / 2
         assert t.value == pytest.approx(mean, rel=1e-9)
         assert t.params["estimator.name"] in ("nce", "nwj")
+    # Each trial stores what the trainer reported once: NCE's ceiling log K (K = 64), none for NWJ.
+    for key, config, ceiling, true_mi in query(sqlite_url, "SELECT trial_key, config_json, ceiling, true_mi "
+                                                           "FROM mimax_trials"):
+        nce = json.loads(config)["estimator"]["name"] == "nce"
+        assert (ceiling, true_mi) == ((pytest.approx(math.log(64)) if nce else None), None), key
     env = query(sqlite_url, "SELECT session, torch, ray, optuna FROM mimax_environment")
     assert len(env) == 1 and env[0][0] == 0 and all(env[0][1:])
     st = run("status", "s1", "--db", sqlite_url, "--json", cwd=tmp_path)

@@ -1,6 +1,6 @@
 """A pack that does not fit its device splits into smaller packs instead of crashing its Ray trial.
 
-The decision (``_fit_or_split``) and the trainable (``tune_trial``, with Ray's calls stubbed) are tested
+The decision (``memory.start_or_split``) and the trainable (``tune_trial``, with Ray's calls stubbed) are tested
 in-process; the whole path through the searcher and the store runs a real study whose trials see a
 small ``MIMAX_FREE_MEMORY``.
 """
@@ -8,6 +8,7 @@ small ``MIMAX_FREE_MEMORY``.
 from __future__ import annotations
 
 import json
+import math
 import types
 from collections import defaultdict, deque
 
@@ -22,9 +23,9 @@ from mimax.errors import ConfigError
 from mimax.search_spaces import load_space
 from mimax.study.callback import StoreCallback
 from mimax.study.searcher import StudySearcher
-from mimax.trainables import tune_adapter
-from mimax.trainables.packed import FILL, fitting_pack_size, free_memory, replicate_bytes
-from mimax.trainables.tune_adapter import _fit_or_split, tune_trial
+from mimax.trainables import loop
+from mimax.trainables.memory import FILL, fitting_pack_size, free_memory, replicate_bytes, start_or_split
+from mimax.trainables.tune_adapter import tune_trial
 
 TS = optuna.trial.TrialState
 SPACE = SPACES / "pack-split.yaml"
@@ -59,7 +60,7 @@ class FakeRunner:
 
 def test_a_pack_that_fits_starts_and_gives_every_output():
     runner = FakeRunner()
-    got, outputs = _fit_or_split(lambda: runner, 4, fitting=4)
+    got, outputs = start_or_split(lambda: runner, 4, fitting=4)
     assert got is runner and list(outputs) == [["rec0"], ["rec1"], ["rec2"], ["rec3"]]
 
 
@@ -67,8 +68,8 @@ def test_a_pack_too_big_for_free_memory_splits_without_being_built():
     def build():
         raise AssertionError("a pack that does not fit must not be built")
 
-    assert _fit_or_split(build, 4, fitting=2) == 2
-    assert _fit_or_split(build, 4, fitting=3) == 3
+    assert start_or_split(build, 4, fitting=2) == 2
+    assert start_or_split(build, 4, fitting=3) == 3
 
 
 @pytest.mark.parametrize("oom", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
@@ -80,19 +81,19 @@ def test_out_of_memory_before_the_first_step_halves_the_pack(oom, where):
             raise oom
         return FakeRunner(fail_at=1, fail=oom)
 
-    assert _fit_or_split(build, 4, fitting=4) == 2
-    assert _fit_or_split(build, 3, fitting=4) == 1
+    assert start_or_split(build, 4, fitting=4) == 2
+    assert start_or_split(build, 3, fitting=4) == 1
     with pytest.raises(type(oom)):  # a single replicate has nowhere to go
-        _fit_or_split(build, 1, fitting=1)
+        start_or_split(build, 1, fitting=1)
 
 
 def test_out_of_memory_after_the_first_step_and_other_errors_are_raised():
     runner = FakeRunner(fail_at=2, fail=RuntimeError("CUDA out of memory"))
-    got, outputs = _fit_or_split(lambda: runner, 4, fitting=4)
+    got, outputs = start_or_split(lambda: runner, 4, fitting=4)
     with pytest.raises(RuntimeError):
         list(outputs)
     with pytest.raises(ValueError):
-        _fit_or_split(lambda: FakeRunner(fail_at=1, fail=ValueError("a bug")), 4, fitting=4)
+        start_or_split(lambda: FakeRunner(fail_at=1, fail=ValueError("a bug")), 4, fitting=4)
 
 
 # --------------------------------------------------------------------------- the Ray trainable
@@ -118,13 +119,11 @@ def pack_config(seeds) -> dict:
 
 
 def test_tune_trial_reports_one_split_result_when_building_the_pack_runs_out_of_memory(reports, monkeypatch):
-    import mimax.trainables.packed as packed
-
     class Oom:
         def __init__(self, config, seeds, device=None):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
 
-    monkeypatch.setattr(packed, "PackedTrainer", Oom)
+    monkeypatch.setattr(loop, "Trainer", Oom)
     assert tune_trial(pack_config([0, 1, 2, 3])) is None  # returns normally: no failed Ray trial
     assert len(reports) == 1
     metrics, checkpoint = reports[0]
@@ -134,7 +133,7 @@ def test_tune_trial_reports_one_split_result_when_building_the_pack_runs_out_of_
 
 def test_tune_trial_splits_to_what_fits_under_mimax_free_memory(reports, monkeypatch):
     built = []
-    monkeypatch.setattr(tune_adapter._Pack, "__init__", lambda self, *a: built.append(a))
+    monkeypatch.setattr(loop, "Trainer", lambda *a, **kw: built.append(a))
     monkeypatch.setenv("MIMAX_FREE_MEMORY", two_fit())
     tune_trial(pack_config([0, 1, 2, 3]))
     assert [m["pack_split"] for m, _ in reports] == [2] and reports[0][0]["records"] == {} and not built
@@ -146,6 +145,11 @@ def test_tune_trial_holds_step_0_back_until_the_first_step_and_checkpoints_only_
     assert all(sorted(m["records"]) == ["c0000-s0", "c0000-s1"] and "pack_split" not in m for m, _ in reports)
     # Step 0 is reported once the pack is at step 20: no checkpoint of a state past the records.
     assert [c is None for _, c in reports] == [True, False, False]
+    # What the pack is, in every result: one replicate's parameters, log K, no known MI (digits).
+    params = {"params.g1": 32 * 32 + 32 + 32 * 16 + 16, "params.g2": 32 * 32 + 32 + 32 * 16 + 16, "params.critic": 16 * 16}
+    for m, _ in reports:
+        assert {k: m[k] for k in params} == params and m["true_mi"] is None
+        assert m["ceiling"] == pytest.approx(math.log(32))
 
 
 def test_mimax_free_memory_caps_free_memory(monkeypatch):

@@ -13,6 +13,8 @@ from torch import nn
 from mimax.trainables.base import ViewSpec
 from mimax.trainables.diagnostics import log_condition_numbers, percentiles
 from mimax.trainables.encoders import ENCODERS
+from mimax.trainables.functional import Stacked
+from reference import log_condition_numbers as reference_log_condition_numbers
 
 
 def linear_map(singular_values: list[float], out_dim: int, in_dim: int, seed: int = 0) -> nn.Linear:
@@ -129,3 +131,23 @@ def test_additive_realnvp_at_init_is_a_permutation_so_perfectly_conditioned():
     torch.manual_seed(0)
     enc = cls(cls.Params(layers=30, hidden=64), ViewSpec(32))
     assert log_condition_numbers(enc, torch.rand(3, 32)).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("r_all", [1, 3])
+def test_stacked_encoders_give_each_encoders_own(r_all):
+    """R encoders at once (a trainer's replicates) = autograd's per-example Jacobian of each."""
+    view = ViewSpec(12)
+    cls = ENCODERS["residual-mlp"]
+    mods = []
+    for seed in range(r_all):
+        torch.manual_seed(seed)
+        mods.append(cls(cls.Params(layers=3, init_std=0.2), view))
+    x = torch.randn(r_all, 40, 12, generator=torch.Generator().manual_seed(1))
+    got = log_condition_numbers(Stacked(mods), x, chunk=16)
+    assert got.shape == (r_all, 40)
+    for r, m in enumerate(mods):
+        expected = torch.tensor(reference_log_condition_numbers(m, x[r]))
+        torch.testing.assert_close(got[r], expected, rtol=1e-4, atol=1e-5)
+    pick = [r_all - 1, 0]
+    sub = log_condition_numbers(Stacked(mods), x[pick], idx=torch.tensor(pick))
+    torch.testing.assert_close(sub, got[pick], rtol=1e-5, atol=1e-6)

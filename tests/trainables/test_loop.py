@@ -1,34 +1,55 @@
-"""The training loop: deterministic, resumable from a checkpoint, honest about evaluation and divergence."""
+"""The training loop of a lone trial: deterministic, resumable from a checkpoint (also one written by the
+trainers of mimax before the single trainer), honest about evaluation and divergence; ``mimax train``."""
 
 import copy
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mimax.cli import main
-from mimax.trainables.loop import Trainer
+from mimax.trainables.loop import CHECKPOINT_VERSION, Trainer
+from reference import reference_records
+
+V1 = Path(__file__).resolve().parents[1] / "fixtures" / "v1"
 
 
 def strip(records):
     return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
 
 
+def lone(config):
+    """The records of a lone trial."""
+    return [out for (out,) in Trainer(config).run()]
+
+
 def test_same_seed_same_records_other_seed_differs(small_config):
-    a = strip(Trainer(small_config).run())
-    b = strip(Trainer(small_config).run())
+    a = strip(lone(small_config))
+    b = strip(lone(small_config))
     assert a == b
     assert [r["step"] for r in a] == [0, 10, 20, 30]
     other = dict(small_config, seed=1)
-    assert strip(Trainer(other).run()) != a
+    assert strip(lone(other)) != a
+
+
+def test_a_lone_trial_matches_the_reference(small_config):
+    expected, got = reference_records(small_config, 0), lone(small_config)
+    assert [r.keys() - {"wall_s"} for r in got] == [r.keys() for r in expected]
+    for a, b in zip(expected, got):
+        for key in ("bound_train", "bound_test", "loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a["step"])
+        assert abs(a["probe_accuracy"] - b["probe_accuracy"]) <= 1 / 450 + 1e-6
 
 
 def test_resume_from_checkpoint_continues_exactly(small_config, tmp_path):
-    full = strip(Trainer(small_config).run())
+    full = strip(lone(small_config))
     t = Trainer(small_config)
     head = []
-    for rec in t.run():
+    for (rec,) in t.run():
         head.append(rec)
         if rec["step"] == 10:
             t.save(tmp_path / "ckpt.pt")
@@ -36,7 +57,7 @@ def test_resume_from_checkpoint_continues_exactly(small_config, tmp_path):
     resumed = Trainer(small_config)
     resumed.load(tmp_path / "ckpt.pt")
     assert resumed.step == 10
-    tail = list(resumed.run())
+    tail = [rec for (rec,) in resumed.run()]
     assert strip(head) + strip(tail) == full  # no step evaluated twice, none lost
 
 
@@ -52,38 +73,32 @@ def test_checkpoint_of_another_config_is_refused(small_config, tmp_path):
 def test_evaluating_does_not_change_the_training_trajectory(small_config):
     sparse = copy.deepcopy(small_config)
     sparse["eval"]["every"] = 30
-    dense_last = list(Trainer(small_config).run())[-1]
-    sparse_last = list(Trainer(sparse).run())[-1]
+    dense_last = lone(small_config)[-1]
+    sparse_last = lone(sparse)[-1]
     for key in ("bound_train", "bound_test", "probe_accuracy"):
         assert dense_last[key] == pytest.approx(sparse_last[key], rel=1e-6, abs=1e-7)
 
 
 def test_nce_bound_never_exceeds_log_k(small_config):
-    for rec in Trainer(small_config).run():
+    for rec in lone(small_config):
         assert rec["bound_train"] <= math.log(32) + 1e-6
         assert rec["bound_test"] <= math.log(32) + 1e-6
 
 
-def test_divergence_is_recorded_and_stops(small_config, monkeypatch):
+def test_divergence_is_recorded_and_stops(small_config, poison):
+    poison({0: 15})
     t = Trainer(small_config)
-    real = t.estimator.loss
-    calls = {"n": 0}
-
-    def loss(est):
-        calls["n"] += 1
-        out = real(est)
-        return out * float("nan") if calls["n"] == 15 else out
-
-    monkeypatch.setattr(t.estimator, "loss", loss)
-    recs = list(t.run())
+    recs = [rec for (rec,) in t.run()]
     assert recs[-1]["event"] == "diverged" and recs[-1]["step"] == 15
     assert [r["step"] for r in recs] == [0, 10, 15]
+    assert t.step == 20  # found at the next read of the losses, the evaluation at step 20
+    assert t.last_records == [recs[-1]]
 
 
 def test_target_loss_is_distance_to_target(small_config):
     cfg = copy.deepcopy(small_config)
     cfg["estimator"]["target"] = 1.5
-    rec = next(Trainer(cfg).run())
+    (rec,) = next(Trainer(cfg).run())
     assert rec["loss"] == pytest.approx(abs(rec["bound_train"] - 1.5))
 
 
@@ -96,7 +111,7 @@ def test_jacobian_diagnostic_and_unlabelled_data():
         "train": {"steps": 4, "batch_size": 16, "lr": 1e-3},
         "eval": {"every": 4, "probe": "none", "bound_batches": 2, "jacobian": True, "jacobian_batch": 8},
     }
-    recs = list(Trainer(cfg).run())
+    recs = lone(cfg)
     assert recs[0]["probe_accuracy"] is None
     # A residual MLP starts as (almost) the identity: condition number ~ 1, log ~ 0.
     assert 0 <= recs[0]["log_cond_p50"] < 1e-2
@@ -113,7 +128,7 @@ def test_adversarial_mode_runs_rounds():
         "adversarial": {"warmup": 20, "classifier_steps": 2},
         "eval": {"every": 2, "probe": "torch"},
     }
-    recs = list(Trainer(cfg).run())
+    recs = lone(cfg)
     assert [r["step"] for r in recs] == [0, 2, 4]
     assert all(0 <= r["classifier_accuracy"] <= 1 and 0 <= r["probe_accuracy"] <= 1 for r in recs)
     assert recs[0]["bound_train"] is None
@@ -148,6 +163,66 @@ def test_cli_checkpoint_resumes(tmp_path, capsys, small_config):
     assert [r["event"] for r in lines] == ["start", "end"]  # already finished: nothing to redo
 
 
+def assert_close_records(expected, got):
+    """Within the tolerances of the equivalence tests (tests/trainables/test_packed.py)."""
+    assert [r["step"] for r in got] == [r["step"] for r in expected]
+    for a, b in zip(expected, got):
+        for key in ("bound_train", "bound_test", "loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a["step"])
+        assert abs(a["probe_accuracy"] - b["probe_accuracy"]) <= 1 / 450 + 1e-6
+
+
+@pytest.mark.parametrize("name,seeds", [("trainer", None), ("pack", [0, 1])])
+def test_a_version_1_checkpoint_resumes(name, seeds):
+    """Checkpoints written at step 20 of 40 by the trainers of commit b524cb7 (a lone Trainer, a PackedTrainer
+    of seeds 0 and 1) continue as those runs did uninterrupted."""
+    config = json.loads((V1 / "config.json").read_text())
+    expected = json.loads((V1 / f"{name}-records.json").read_text())
+    expected = [expected] if seeds is None else expected
+    trainer = Trainer(config, seeds)
+    trainer.load(V1 / f"{name}-v1-step20.pt")
+    assert trainer.step == 20 and trainer.last_eval == 20
+    assert strip(r for r in trainer.last_records) == [recs[2] for recs in expected]  # re-reported after a restore
+    outputs = list(trainer.run())
+    for r, recs in enumerate(expected):
+        assert_close_records(recs[3:], [out[r] for out in outputs])
+
+
+def test_a_version_1_checkpoint_of_other_seeds_is_refused():
+    config = json.loads((V1 / "config.json").read_text())
+    with pytest.raises(ValueError, match=r"pack-v1-step20.pt: was written for seeds \[0, 1\], not \[0\]"):
+        Trainer(config).load(V1 / "pack-v1-step20.pt")
+
+
+def test_cli_continues_a_version_1_checkpoint(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(json.loads((V1 / "config.json").read_text())))
+    ck = tmp_path / "old.pt"
+    shutil.copy(V1 / "trainer-v1-step20.pt", ck)
+    assert main(["train", str(f), "--json", "--checkpoint", str(ck)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["event"] for r in lines] == ["start", "eval", "eval", "end"]
+    assert_close_records(json.loads((V1 / "trainer-records.json").read_text())[3:], lines[1:3])
+    assert torch.load(ck, weights_only=False)["version"] == CHECKPOINT_VERSION  # saved anew after each evaluation
+
+
+def test_cli_refuses_a_checkpoint_of_another_config_or_no_checkpoint(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    config = json.loads((V1 / "config.json").read_text())
+    f.write_text(yaml.safe_dump(config))
+    ck = tmp_path / "old.pt"
+    shutil.copy(V1 / "trainer-v1-step20.pt", ck)
+    assert main(["train", str(f), "--json", "--checkpoint", str(ck), "--set", "train.lr=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"mimax: error: --checkpoint: {ck} was written by a different trial config\n"
+    assert main(["train", str(f), "--json", "--checkpoint", str(ck), "--set", "seed=3"]) == 2
+    assert capsys.readouterr().err == f"mimax: error: --checkpoint: {ck} was written for seeds [0], not [3]\n"
+    ck.write_text("not a checkpoint")
+    assert main(["train", str(f), "--json", "--checkpoint", str(ck)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mimax: error: --checkpoint: {ck} is not a mimax checkpoint") and err.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_mnist_mlp_bilinear_nce_beats_its_step0_probe():
     cfg = {
@@ -159,7 +234,7 @@ def test_mnist_mlp_bilinear_nce_beats_its_step0_probe():
         "eval": {"every": 2000, "probe": "torch"},
         "seed": 0,
     }
-    first, last = list(Trainer(cfg).run())
+    first, last = lone(cfg)
     assert last["step"] == 2000
     assert last["probe_accuracy"] > first["probe_accuracy"] + 0.01, (first, last)
     assert last["bound_test"] > first["bound_test"]
@@ -177,5 +252,5 @@ def test_gaussian_known_mi_within_a_tenth_of_a_nat(estimator):
         "eval": {"every": 3000, "probe": "none", "bound_batches": 200},
         "seed": 0,
     }
-    last = list(Trainer(cfg).run())[-1]
+    last = lone(cfg)[-1]
     assert abs(last["bound_test"] - 1.0) < 0.1, last

@@ -16,6 +16,7 @@ from mimax.errors import ConfigError
 from mimax.trainables.base import parse_params
 from mimax.trainables.data import DATASETS
 from mimax.trainables.probes import PROBES, TorchProbe
+from reference import torch_probe_fit
 
 
 def make(name: str, **params):
@@ -149,6 +150,37 @@ def test_torch_probe_diagonal_preconditioner():
     full = make("torch", max_iter=300, tol=0).fit(x, y)
     diag = make("torch", max_iter=300, tol=0, precond_rows=0).fit(x, y)
     torch.testing.assert_close(full.weight, diag.weight, atol=1e-2 * float(full.weight.abs().max()), rtol=0)
+
+
+def test_fits_of_several_feature_sets_are_the_plain_single_fit_of_each():
+    """TorchProbe.fit on R feature sets (R, n, d) and on one (n, d) = the reference's plain single
+    L-BFGS on each: the same path (evaluations), weights and accuracy; labels that are not 0..K-1; a
+    constant feature; features far from [0, 1]."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([3, 7, 9]).repeat_interleave(200)
+    centres = torch.randn(3, 3, 6, generator=g) * torch.tensor([1.0, 2.0, 0.5])[:, None, None]
+    x = torch.stack([c[torch.arange(3).repeat_interleave(200)] for c in centres])
+    x = x + 1.5 * torch.randn(x.shape, generator=g)
+    x[1] = 50 + 10 * x[1]
+    x[2, :, 4] = 3.0  # a constant feature
+    x_test = x + 0.3 * torch.randn(x.shape, generator=g)
+    x_test[2, :, 4] = 3.0  # (its weight is arbitrary: compare logits, not weights)
+    # Early iterations (tol 0: no stop on a change at the float32 noise floor): the very same path.
+    # Then the protocol's settings, which may stop an iteration apart at that noise floor: near one optimum.
+    for params, tol in (({"max_iter": 4, "tol": 0}, 1e-4), ({"max_iter": 4, "tol": 0, "precond_rows": 0}, 1e-4),
+                        ({}, 1e-2), ({"max_iter": 30}, 1e-2)):
+        probe = make("torch", **params)
+        fitted = probe.fit(x, labels)
+        scores = fitted.score(x_test, labels)
+        for r in range(3):
+            one, alone = torch_probe_fit(probe.params, x[r], labels), probe.fit(x[r], labels)
+            if params.get("tol") == 0:
+                assert int(fitted.n_evals[r]) == one.n_evals == alone.n_evals
+            for got in (fitted.logits(x_test)[r], alone.logits(x_test[r])):
+                torch.testing.assert_close(got, one.logits(x_test[r]), rtol=tol, atol=tol)
+            torch.testing.assert_close(fitted.bias[r], one.bias, rtol=tol, atol=tol)
+            assert scores[r] == one.score(x_test[r], labels) == alone.score(x_test[r], labels)
+        assert len(set(scores)) > 1  # really three different problems
 
 
 def test_torch_probe_needs_two_classes():

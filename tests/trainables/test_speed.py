@@ -11,7 +11,6 @@ from mimax.errors import ConfigError
 from mimax.study.store import config_hash
 from mimax.trainables.config import validate
 from mimax.trainables.loop import Trainer
-from mimax.trainables.packed import PackedTrainer
 
 
 def with_train(cfg, **train):
@@ -51,15 +50,15 @@ def record_dtypes(module: torch.nn.Module, seen: list):
 def test_bf16_runs_the_encoders_in_bf16_for_training_only(small_config):
     trainer = Trainer(with_train(small_config, precision="bf16", steps=3))
     seen = []
-    record_dtypes(trainer.g1, seen)
-    records = list(trainer.run())
+    record_dtypes(trainer.stacks["g1"].module, seen)
+    records = [rec for (rec,) in trainer.run()]
     assert {dt for training, dt in seen if training} == {torch.bfloat16}
     assert {dt for training, dt in seen if not training} == {torch.float32}  # evaluation
     assert records[-1]["event"] == "eval" and records[-1]["step"] == 3
 
 
-def bound_and_probe(records):
-    return [(r["step"], r["bound_test"], r["probe_accuracy"]) for r in records]
+def bound_and_probe(outputs):
+    return [(out[0]["step"], out[0]["bound_test"], out[0]["probe_accuracy"]) for out in outputs]
 
 
 def test_bf16_training_stays_close_to_float32(small_config):
@@ -88,8 +87,8 @@ def test_compiled_training_matches_eager(small_config, estimator):
     before = graphs_compiled()
     compiled = bound_and_probe(list(Trainer(with_train(cfg, compile="default")).run()))
     assert graphs_compiled() > before
-    packed = PackedTrainer(with_train(cfg, compile="default"), [0, 1])
-    packed_first = bound_and_probe([recs[0] for recs in packed.run()])
+    packed = Trainer(with_train(cfg, compile="default"), [0, 1])
+    packed_first = bound_and_probe(packed.run())
     for other in (compiled, packed_first):
         for (step, b, p), (_, b2, p2) in zip(eager, other):
             assert b2 == pytest.approx(b, rel=1e-4, abs=1e-5), step

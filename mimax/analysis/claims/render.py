@@ -10,7 +10,7 @@ import pandas as pd
 
 from mimax.analysis.claims.verify import Verification
 
-__all__ = ["as_json", "lines", "markdown", "report_tables", "summary_sentence", "write"]
+__all__ = ["as_json", "estimate_and_ci", "lines", "markdown", "report_tables", "summary_sentence", "write"]
 
 
 def as_json(v: Verification) -> dict:
@@ -38,12 +38,19 @@ def _ci(ci, decimals: int | None = None) -> str:
     return f"[{lo:.{d}f}, {hi:.{d}f}]".replace("-", "−")
 
 
-def _estimate(t) -> str:
-    """``+0.060 [0.054, 0.066]``: the estimate and its interval with the same decimals."""
+def estimate_and_ci(t) -> tuple[str, str]:
+    """(``+0.060``, ``[0.054, 0.066]``): the estimate and its interval with the same decimals, enough to
+    show the interval's width; without an interval (a census) the estimate to 4 digits and ``–``."""
     if not math.isfinite(t.ci[0]):
-        return _num(t.estimate, True)
+        return _num(t.estimate, True), "–"
     d = _decimals(t.ci)
-    return f"{t.estimate:+.{d}f}".replace("-", "−") + f" {_ci(t.ci, d)}"
+    return f"{t.estimate:+.{d}f}".replace("-", "−"), _ci(t.ci, d)
+
+
+def _estimate(t) -> str:
+    """``+0.060 [0.054, 0.066]``."""
+    estimate, ci = estimate_and_ci(t)
+    return estimate if ci == "–" else f"{estimate} {ci}"
 
 
 def _p(d) -> str:

@@ -23,7 +23,7 @@ from mimax.analysis.stats import final_metrics
 from mimax.errors import ConfigError
 from mimax.search_spaces.spec import show
 
-__all__ = ["CEILING_NOTE", "Stratum", "Verdict", "Verification", "ceilings", "verify"]
+__all__ = ["CEILING_NOTE", "Stratum", "Verdict", "Verification", "ceilings", "values", "verify", "yaml_equal"]
 
 VERDICTS = ("holds", "fails", "inconclusive")
 CENSUS = "a census: every selected evaluation is checked, there is no sampling error to bound"
@@ -154,7 +154,7 @@ def _text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _same(a, b) -> bool:
+def yaml_equal(a, b) -> bool:
     """Config values equal as YAML would mean them: 2 == 2.0, but true is not 1."""
     if isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
         return isinstance(a, (bool, np.bool_)) and isinstance(b, (bool, np.bool_)) and bool(a) == bool(b)
@@ -186,10 +186,10 @@ class _Claim:
         present = list(dict.fromkeys(v for v in series[mask] if v is not None and not pd.isna(v)))
         hit = pd.Series(False, index=series.index)
         for value in values:
-            if not any(_same(value, p) for p in present):
+            if not any(yaml_equal(value, p) for p in present):
                 raise self.error(where, f"unknown level {show(value)} of {col} in study {data.name} "
                                         f"(levels: {', '.join(sorted(map(_text, present))) or 'none'})")
-            hit |= series.map(lambda v, value=value: _same(v, value))
+            hit |= series.map(lambda v, value=value: yaml_equal(v, value))
         return hit & mask
 
     def select(self, data: StudyData, where: dict, prefix: str) -> pd.Series:
@@ -291,7 +291,7 @@ class _Run:
         for i, (name, smask) in enumerate(self.strata(mask)):
             sides = []
             for side, level, sign in (("a", o.a, 1.0), ("b", o.b, -1.0)):
-                at_level = smask & data.trials[col].map(lambda v, level=level: _same(v, level))
+                at_level = smask & data.trials[col].map(lambda v, level=level: yaml_equal(v, level))
                 if not at_level.any():
                     raise ctx.error("per", f"stratum {name} has no trial at {col}={_text(level)}")
                 sides.append(_configs(values(data, self.claim.metric, self.claim.when, at_level), sign, label))

@@ -1,0 +1,471 @@
+"""docs/reproduction/generate.py on the planted database shaped like `make reproduce`'s (tests/analysis/
+planted_paper.py): every placeholder kind renders what an independent oracle reads from the database (plain
+SQL and Python's statistics module, `mimax verify paper --json` for the verdicts); the shipped template
+renders; a changed number makes --check fail with a diff naming the line; bad placeholders are one line
+and exit 2; --partial marks missing studies pending."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import generate
+import placeholders
+import pytest
+from planted_paper import EXPECTED, write_paper_studies
+
+from mimax.analysis.claims import load_claims
+from mimax.cli import main as mimax_main
+from mimax.errors import ConfigError
+from mimax.study.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "docs" / "reproduction" / "generate.py"
+COMMIT = "0123456789abcdef0123456789abcdef01234567+dirty"
+FLOATS = ("bound_test", "bound_train", "probe_accuracy")  # columns of mimax_evaluations; others are in its JSON
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """The planted database, with a resumed session (a git commit) for fig3-critics-cpu."""
+    path = tmp_path_factory.mktemp("reprodoc") / "reproduce-cpu.db"
+    url = f"sqlite:///{path}"
+    write_paper_studies(url)
+    store = Store(url)
+    try:
+        store.record_environment("fig3-critics-cpu", {"git_commit": COMMIT, "device": "cuda", "cpu": "AMD EPYC",
+                                                      "cpu_count": 16, "gpu": "NVIDIA H200"}, 1)
+    finally:
+        store.close()
+    return path, url
+
+
+@pytest.fixture(scope="module")
+def source(planted):
+    return generate.Source(planted[1])  # mimax verify paper with its defaults: 10,000 resamples, seed 0
+
+
+@pytest.fixture(scope="module")
+def verified(planted):
+    """What `mimax verify paper --json` prints, read through the command line."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        mimax_main(["verify", "paper", "--db", planted[1], "--json"])
+    return json.loads(out.getvalue())
+
+
+def rendered(source, text: str) -> str:
+    return placeholders.render(text, source, "t.md.in")
+
+
+# ---- an oracle: plain SQL over the database ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def closing_sql(path):
+    """A connection that commits and closes: the last one closed folds SQLite's WAL back into the file."""
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            yield con
+    finally:
+        con.close()
+
+
+def rows(path, study: str, metric: str) -> list[dict]:
+    """Every evaluation of ``study`` that records ``metric``: trial key, state, config, step, value."""
+    col = f"e.{metric}" if metric in FLOATS else f"json_extract(e.metrics, '$.\"{metric}\"')"
+    with closing_sql(path) as con:
+        got = con.execute(
+            f"SELECT t.trial_key, t.state, t.config_json, e.step, {col} FROM mimax_evaluations e "
+            "JOIN mimax_trials t ON t.id = e.trial_id JOIN mimax_studies s ON s.id = t.study_id "
+            f"WHERE s.name = ? AND {col} IS NOT NULL ORDER BY t.id, e.step", (study,)).fetchall()
+    return [{"trial": k, "state": st, "config": json.loads(c), "step": step, "value": v} for k, st, c, step, v in got]
+
+
+def final_values(path, study: str, metric: str, **where) -> list[float]:
+    """Each completed trial's last value of ``metric``, among the trials whose config matches ``where``
+    (keys as section__leaf)."""
+    last = {}
+    for r in rows(path, study, metric):
+        if r["state"] == "completed" and all(r["config"][k.split("__")[0]][k.split("__")[1]] == v for k, v in where.items()):
+            last[r["trial"]] = r["value"]
+    return list(last.values())
+
+
+def fmt(x: float, spec: str = ".3f") -> str:
+    return format(x, spec).replace("-", "−")
+
+
+# ---- each kind ------------------------------------------------------------------------------------------------
+
+
+def test_summary_shows_the_verdicts_of_mimax_verify_paper(source, verified):
+    out = rendered(source, "{{summary}}").splitlines()
+    assert out[0] == ("| finding | sklearn (the paper's probe) | torch (the converged probe) | overall | "
+                      "claims: hold / fail / inconclusive | holds under one probe only |")
+    body = {line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("|").split(" | ")] for line in out[2:]}
+    assert list(body) == [f["finding"] for f in verified["findings"]]
+    for f in verified["findings"]:
+        row = body[f["finding"]]
+        probes = [f["probes"].get(p, "– (no probe)") for p in ("sklearn", "torch")]
+        only = [p for p, v in f["probes"].items() if v == "holds"]
+        assert row[1:] == [*probes, f["verdict"], f"{f['holds']} / {f['fails']} / {f['inconclusive']}",
+                           f"yes: {only[0]} only" if len(f["probes"]) == 2 and len(only) == 1 else ""]
+    # The planted truth: fig3 holds under the converged probe only; calibration fails; fig4c is undecided.
+    assert body["fig3 critics"][1:4] == ["fails", "holds", "fails"] and body["fig3 critics"][5] == "yes: torch only"
+    assert body["calibration"][1:4] == ["– (no probe)", "– (no probe)", "fails"]
+    assert body["fig4c non-i.i.d."][3] == "inconclusive" and body["pixel baseline"][1:4] == ["holds"] * 3
+
+
+def test_claims_and_claim_fields_show_each_claims_numbers(source, verified):
+    claims = {c["id"]: c for c in verified["claims"]}
+    out = rendered(source, '{{claims "fig4c non-i.i.d."}}').splitlines()
+    assert out[0] == "| claim | test | estimate | 95% CI | n | verdict | the paper |"
+    ids = [c["id"] for c in verified["claims"] if c["finding"] == "fig4c non-i.i.d."]
+    assert [line.split(" | ")[0] for line in out[2:]] == [f"| `{cid}`" for cid in ids]
+    for line, cid in zip(out[2:], ids):
+        c = claims[cid]
+        cells = [x.strip() for x in line.strip("|").split(" | ")]
+        assert cells[1] == f"{c['study']}: {c['test']}" and cells[4] == str(c["n"]) and cells[6] == c["paper"]
+        assert cells[5] == EXPECTED.get(cid, "holds")
+        lo, hi = (float(x.replace("−", "-")) for x in cells[3].strip("[]").split(", "))
+        assert float(cells[2].replace("−", "-")) == pytest.approx(c["estimate"], abs=1e-3)
+        assert (lo, hi) == (pytest.approx(c["ci"][0], abs=1e-3), pytest.approx(c["ci"][1], abs=1e-3))
+    # A census has no interval; its estimate is the largest excess over the limit.
+    census = rendered(source, '{{claims "calibration"}}').splitlines()[2]
+    assert census.startswith("| `calibration-nce-below-ceiling` |") and " | – | 90 | holds |" in census
+    c = claims["fig3-separable-above-concat.sklearn"]
+    line = rendered(source, " ".join(f"{{{{claim fig3-separable-above-concat.sklearn {f}}}}}"
+                                     for f in ("verdict", "n", "estimate", "ci")))
+    assert line.split(" ", 2)[:2] == ["inconclusive", str(c["n"])]
+    assert rendered(source, "{{claim fig3-separable-above-concat.torch estimate fmt=+.5f}}") == \
+        fmt(claims["fig3-separable-above-concat.torch"]["estimate"], "+.5f")
+    assert rendered(source, "{{claim pixel-clean.torch paper}}") == claims["pixel-clean.torch"]["paper"]
+
+
+def test_finding_fields(source, verified):
+    f = {x["finding"]: x for x in verified["findings"]}["fig3 critics"]
+    text = '{{finding "fig3 critics" verdict}}/{{finding "fig3 critics" sklearn}}/{{finding "fig3 critics" torch}}/' \
+           '{{finding "fig3 critics" note}}'
+    assert rendered(source, text) == f"{f['verdict']}/{f['probes']['sklearn']}/{f['probes']['torch']}/{f['note']}"
+    assert rendered(source, '{{finding "fig4c non-i.i.d." verdict}}') == "inconclusive"
+
+
+def test_configs_is_the_mean_and_sd_over_seeds_of_each_final_value(planted, source):
+    out = rendered(source, "{{configs fig3-critics-cpu probe_accuracy.torch bound_test}}").splitlines()
+    assert out[0] == "| critic | estimator | probe_accuracy.torch | bound_test | n |"
+    assert len(out) == 2 + 6
+    for line in out[2:]:
+        critic, estimator, acc, bound, n = (x.strip() for x in line.strip("|").split(" | "))
+        where = {"critic__name": critic, "estimator__name": estimator}
+        for cell, metric in ((acc, "probe_accuracy.torch"), (bound, "bound_test")):
+            x = final_values(planted[0], "fig3-critics-cpu", metric, **where)
+            assert cell == f"{fmt(statistics.mean(x))} ± {fmt(statistics.stdev(x))}"
+        assert n == str(len(final_values(planted[0], "fig3-critics-cpu", "bound_test", **where)))
+    # where= keeps the rows it selects; fmt= sets the decimals.
+    out = rendered(source, "{{configs fig4c-noniid-cpu bound_test where=data.iid=false fmt=.5f}}").splitlines()
+    assert [line.split(" | ")[:2] for line in out[2:]] == [["| nce", "false"], ["| nwj", "false"]]
+    x = final_values(planted[0], "fig4c-noniid-cpu", "bound_test", estimator__name="nwj", data__iid=False)
+    assert out[3].split(" | ")[2] == f"{fmt(statistics.mean(x), '.5f')} ± {fmt(statistics.stdev(x), '.5f')}"
+
+
+def test_value_reads_final_or_a_step_and_gives_each_statistic(planted, source):
+    study = "fig3-nwj-21k-cpu"
+    x = final_values(planted[0], study, "probe_accuracy.torch", critic__name="concat")
+    text = " ".join(f"{{{{value {study} probe_accuracy.torch where=critic=concat stat={s} fmt=.6f}}}}"
+                    for s in ("mean", "sd", "min", "max"))
+    assert rendered(source, text) == " ".join(fmt(v, ".6f") for v in (statistics.mean(x), statistics.stdev(x),
+                                                                      min(x), max(x)))
+    at = [r["value"] for r in rows(planted[0], study, "bound_test")
+          if r["step"] == 9000 and r["config"]["critic"]["name"] in ("bilinear", "separable")]
+    assert rendered(source, f"{{{{value {study} bound_test where=critic=bilinear|separable at=9000 stat=mean_sd}}}}") \
+        == f"{fmt(statistics.mean(at))} ± {fmt(statistics.stdev(at))}"
+    assert rendered(source, f"{{{{value {study} bound_test at=0 stat=n}}}}") == str(len(
+        [r for r in rows(planted[0], study, "bound_test") if r["step"] == 0]))
+    # true and 0.05 are read as YAML: a boolean and a number.
+    iid = final_values(planted[0], "fig4c-noniid-cpu", "bound_test", data__iid=True)
+    assert rendered(source, "{{value fig4c-noniid-cpu bound_test where=data.iid=true fmt=.5f}}") == \
+        fmt(statistics.mean(iid), ".5f")
+    noisy = final_values(planted[0], "pixel-baseline-cpu", "probe_accuracy.sklearn", data__noise=0.05)
+    assert rendered(source, "{{value pixel-baseline-cpu probe_accuracy.sklearn where=data.noise=0.05}}") == \
+        fmt(statistics.mean(noisy))
+
+
+def test_study_keys(planted, source):
+    with closing_sql(planted[0]) as con:
+        seeds, = con.execute("SELECT seeds FROM mimax_studies WHERE name = 'fig1c-adversarial-cpu'").fetchone()
+        configs = [json.loads(c) for c, in con.execute(
+            "SELECT config_json FROM mimax_trials t JOIN mimax_studies s ON s.id = t.study_id "
+            "WHERE s.name = 'fig1c-adversarial-cpu'")]
+    text = " ".join(f"{{{{study fig1c-adversarial-cpu {k}}}}}" for k in
+                    ("seeds", "trials", "completed", "configurations", "adversarial.warmup", "train.steps"))
+    assert rendered(source, text) == " ".join(map(str, (seeds, len(configs), len(configs), 1,
+                                                        configs[0]["adversarial"]["warmup"],
+                                                        configs[0]["train"]["steps"])))
+    assert rendered(source, "{{study fig3-nwj-21k-cpu train.steps}}") == "21,000"
+
+
+def test_calibration_table_is_bias_variance_and_mse_per_estimator_and_true_mi(planted, source):
+    out = rendered(source, "{{calibration calibration-cpu}}").splitlines()
+    assert out[0] == "| estimator | 2 nats | 4 nats | 6 nats | 8 nats | 10 nats |"
+    nce = next(line for line in out if line.startswith("| nce |")).strip("|").split(" | ")[1:]
+    for cell, mi in zip(nce, (2.0, 4.0, 6.0, 8.0, 10.0)):
+        x = final_values(planted[0], "calibration-cpu", "bound_test", estimator__name="nce", data__mi=mi)
+        bias, var = statistics.mean(x) - mi, statistics.pvariance(x)
+        mse = statistics.mean([(v - mi) ** 2 for v in x])
+        assert cell.strip() == f"{fmt(bias, '#.3g')} / {fmt(var, '#.2g')} / {fmt(mse, '#.3g')}"
+
+
+def test_provenance_names_the_file_its_size_each_study_and_its_sessions(planted, source):
+    out = rendered(source, "{{provenance}}")
+    size = planted[0].stat().st_size
+    assert out.splitlines()[0] == f"The database: `{planted[0]}`, SQLite, {size / 1e6:.1f} MB ({size:,} bytes), 10 studies."
+    with closing_sql(planted[0]) as con:
+        names = [n for n, in con.execute("SELECT name FROM mimax_studies ORDER BY name")]
+        recorded = con.execute("SELECT recorded_at FROM mimax_environment e JOIN mimax_studies s ON s.id = e.study_id "
+                               "WHERE s.name = 'fig3-critics-cpu' AND e.session = 1").fetchone()[0]
+    table = out.splitlines()[2:]
+    assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == names
+    fig3 = next(line for line in table if line.startswith("| fig3-critics-cpu |"))
+    assert " | 30 / 30 | 0: commit unknown, " in fig3
+    assert f"; 1: `0123456789ab+dirty`, {recorded[:16].replace('T', ' ')} | CPU unknown; AMD EPYC, 16 cores, " \
+        "NVIDIA H200 |" in fig3
+
+
+def test_comments_are_dropped_and_text_is_kept(source):
+    text = "a {# gone {{value nosuch x}}\nstill gone #}b\n{# whole line #}\nc {{study pixel-baseline-cpu seeds}} d\n"
+    assert rendered(source, text) == "a b\nc 5 d\n"
+
+
+# ---- the shipped template --------------------------------------------------------------------------------------
+
+
+def test_the_shipped_template_renders_on_the_planted_database_and_states_both_probes(source):
+    template = generate.TEMPLATE.read_text()
+    out = placeholders.render(template, source, "REPRODUCTION.md.in")
+    assert "{{" not in out and "{#" not in out and placeholders.PENDING not in out
+    assert out.startswith("<!-- Generated by docs/reproduction/generate.py")
+    claims, _ = load_claims("paper")
+    for finding in dict.fromkeys(c.finding for c in claims.claims):
+        assert f'{{{{claims "{finding}"}}}}' in template, finding
+        reads = {c.metric.rsplit(".", 1)[1] for c in claims.claims if c.finding == finding
+                 and c.metric.startswith("probe_accuracy.")}
+        if reads:  # each finding says under which probe it holds
+            assert reads == {"sklearn", "torch"}
+            for probe in ("sklearn", "torch"):
+                assert f'{{{{finding "{finding}" {probe}}}}}' in template, (finding, probe)
+        else:
+            section = template.split(f'{{{{claims "{finding}"}}}}')[1].split("\n## ")[0]
+            assert "No claim of this finding reads a probe" in section, finding
+
+
+def test_the_shipped_templates_studies_and_steps_are_those_make_reproduce_runs_at_budget_cpu():
+    """Every study the template names is a preset's at budget cpu, and every step it reads is one that
+    budget evaluates: a preset's budget changed elsewhere shows up here, not hours into make reproduce."""
+    from mimax.search_spaces.presets import load_space, preset_names
+
+    template = re.sub(r"\{#.*?#\}", "", generate.TEMPLATE.read_text(), flags=re.S)  # not the doc comment
+    used = re.findall(r"\{\{(?:value|configs|study|calibration) ([^\s}]+)([^}]*)\}\}", template)
+    assert len(used) > 100
+    for study, rest in used:
+        preset = study.removesuffix("-cpu")
+        assert study.endswith("-cpu") and preset in preset_names(), study
+        space = load_space(preset, "cpu")
+        steps, every = space.base["train"]["steps"], space.base["eval"]["every"]
+        for at in re.findall(r"\bat=(\d+)", rest):
+            assert int(at) <= steps and (int(at) % every == 0 or int(at) == steps), (study, at, every, steps)
+
+
+# ---- the command --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    """generate.main in-process with 200 resamples (the verdicts are not the subject here)."""
+    monkeypatch.setattr(generate, "N_BOOT", 200)
+    return generate.main
+
+
+def test_check_passes_then_fails_with_a_diff_naming_the_line_after_one_number_changes(planted, tmp_path, quick,
+                                                                                        capsys):
+    db = tmp_path / "copy.db"
+    shutil.copy(planted[0], db)
+    template = tmp_path / "t.md.in"
+    template.write_text("# t\n\nline three\n\nfig4c: {{value fig4c-noniid-cpu bound_test where=data.iid=false,"
+                        "estimator=nce fmt=.4f}} nats\n\nlast line\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\nThe database: <!-- reference-db-size -->?<!-- /reference-db-size -->.\n")
+    args = ["--db", f"sqlite:///{db}", "--template", str(template), "--out", str(tmp_path / "out.md"),
+            "--readme", str(readme)]
+    assert quick(args) == 0
+    size = db.stat().st_size
+    assert readme.read_text() == (f"x\nThe database: <!-- reference-db-size -->{size / 1e6:.1f} MB ({size:,} bytes)"
+                                  f"<!-- /reference-db-size -->.\n")
+    before = (tmp_path / "out.md").read_text()
+    assert quick([*args, "--check"]) == 0
+    capsys.readouterr()
+
+    with closing_sql(db) as con:  # one trial's final test bound, 0.03 nats higher
+        con.execute("UPDATE mimax_evaluations SET bound_test = bound_test + 0.03 WHERE id = (SELECT e.id FROM "
+                    "mimax_evaluations e JOIN mimax_trials t ON t.id = e.trial_id JOIN mimax_studies s ON "
+                    "s.id = t.study_id WHERE s.name = 'fig4c-noniid-cpu' AND t.trial_key = 'c0000-s0' "
+                    "ORDER BY e.step DESC LIMIT 1)")
+    assert quick([*args, "--check"]) == 1
+    printed = capsys.readouterr()
+    assert (tmp_path / "out.md").read_text() == before  # --check writes nothing
+    old = before.splitlines()[4]
+    new = next(line for line in printed.out.splitlines() if line.startswith("+fig4c"))[1:]
+    assert f"\n-{old}\n+{new}\n" in printed.out and old != new
+    hunk = re.search(r"^@@ -(\d+),(\d+) \+\d+,\d+ @@$", printed.out, re.M)
+    assert int(hunk.group(1)) <= 5 < int(hunk.group(1)) + int(hunk.group(2))  # the hunk covers line 5
+    assert "out.md (on disk)" in printed.out and "out.md differs from what the database renders" in printed.err
+    assert abs(float(new.split()[1].replace("−", "-")) - float(old.split()[1].replace("−", "-")) - 0.01) < 1e-4
+
+
+BAD = [
+    ("{{valu x}}", "unknown placeholder kind 'valu' (kinds: summary,"),
+    ("{{value fig3-critics-cpu}}", "expected 2 arguments, got 1 (usage: {{value STUDY METRIC"),
+    ("{{summary extra}}", "expected 0 arguments, got 1"),
+    ("{{claims}}", "expected 1 argument, got 0"),
+    ("{{value a b foo=1}}", "unknown option 'foo'"),
+    ("{{value a b at=1 at=2}}", "option 'at' given twice"),
+    ("{{claims \"fig3 critics}}", "malformed: no closing quotation"),
+    ("{{}}", "empty placeholder"),
+    ("{{value a b fmt=q}}", "fmt: 'q' is not a number format"),
+    ("text {{summary", "malformed placeholder: '{{' without '}}' on its line"),
+    ("text }} more", "malformed placeholder: '}}' without '{{'"),
+    ("{# never closed", "malformed placeholder: '{#' without '#}'"),
+    ("closed #} never opened", "malformed placeholder: '#}' without '{#'"),
+]
+
+
+@pytest.mark.parametrize("body,message", BAD, ids=[b for b, _ in BAD])
+def test_a_malformed_placeholder_is_one_line_and_exit_2_before_the_database_is_read(tmp_path, capsys, body, message):
+    template = tmp_path / "bad.md.in"
+    template.write_text(f"line one\n{body}\n")
+    out = tmp_path / "out.md"
+    code = generate.main(["--db", f"sqlite:///{tmp_path / 'none.db'}", "--template", str(template), "--out", str(out),
+                          "--no-readme"])
+    printed = capsys.readouterr()
+    assert code == 2 and printed.out == "" and not out.exists()
+    assert printed.err.count("\n") == 1 and printed.err.startswith(f"generate.py: error: {template}:2: ")
+    assert message in printed.err, printed.err
+
+
+UNKNOWN = [
+    ("{{value nosuch bound_test}}", "unknown study 'nosuch'"),
+    ("{{value fig3-critics-cpu probe_acc}}", "unknown metric 'probe_acc' in study fig3-critics-cpu"),
+    ("{{claim fig3-separable-above-concat estimate}}", "unknown claim 'fig3-separable-above-concat' in paper; did "
+                                                       "you mean fig3-separable-above-concat.torch"),
+    ("{{claim pixel-clean.torch p}}", "unknown field 'p' of a claim (fields: estimate, ci, verdict, n, test, paper)"),
+    ('{{claims "fig3 critic"}}', "unknown finding 'fig3 critic' in paper (findings: pixel baseline,"),
+    ('{{finding "fig4c non-i.i.d." sklearn}}', "unknown field 'sklearn' of finding 'fig4c non-i.i.d.' (fields: "
+                                               "verdict, note)"),
+    ("{{value fig3-critics-cpu bound_test where=critic=concatt}}", "where: unknown level 'concatt' of critic"),
+    ("{{value fig3-critics-cpu bound_test where=crit=concat}}", "unknown factor 'crit' in study fig3-critics-cpu"),
+    ("{{value fig3-critics-cpu bound_test where=critic}}", "where: expected KEY=VALUE"),
+    ("{{value fig3-critics-cpu bound_test at=7}}", "at: no evaluation at step 7 in study fig3-critics-cpu (steps: 0,"),
+    ("{{value fig3-critics-cpu bound_test at=last}}", "at: expected final or a step, got 'last'"),
+    ("{{value fig3-critics-cpu bound_test stat=median}}", "stat: expected one of mean, sd, n, min, max, mean_sd"),
+    ("{{study fig3-critics-cpu trainsteps}}", "unknown key 'trainsteps' of study fig3-critics-cpu"),
+    ("{{calibration fig3-critics-cpu}}", "study fig3-critics-cpu has no known-MI data"),
+]
+
+
+@pytest.mark.parametrize("body,message", UNKNOWN, ids=[b for b, _ in UNKNOWN])
+def test_an_unknown_name_is_one_line_naming_it_and_its_line(source, body, message):
+    with pytest.raises(ConfigError) as e:
+        rendered(source, f"line one\n\nthree {body} three\n")
+    text = str(e.value)
+    assert "\n" not in text and text.startswith(f"t.md.in:3: {body}: ") and message in text, text
+
+
+@pytest.mark.slow
+def test_the_script_runs_as_a_command(planted, tmp_path):
+    """The file as `python docs/reproduction/generate.py`, from another directory: exit 2 and one line for
+    bad input, exit 0 and the files it wrote otherwise."""
+    template = tmp_path / "t.md.in"
+    template.write_text("{{value fig3-critics-cpu nosuch}}\n")
+    run = lambda *a: subprocess.run([sys.executable, str(SCRIPT), "--db", planted[1], "--template", str(template),  # noqa: E731
+                                     "--out", str(tmp_path / "out.md"), "--no-readme", *a],
+                                    capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    res = run()
+    assert res.returncode == 2 and res.stdout == "" and len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(f"generate.py: error: {template}:1: {{{{value fig3-critics-cpu nosuch}}}}: unknown "
+                                 "metric 'nosuch'")
+    template.write_text("{{study fig3-critics-cpu seeds}} seeds\n")
+    res = run()
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"{tmp_path / 'out.md'}\n" and (tmp_path / "out.md").read_text() == "5 seeds\n"
+    assert run("--check").returncode == 0
+
+
+def test_partial_marks_the_studies_not_yet_in_the_database_pending(planted, tmp_path, quick, capsys):
+    db = tmp_path / "partial.db"
+    shutil.copy(planted[0], db)
+    with closing_sql(db) as con:  # fig4c-noniid-cpu and pixel-baseline-cpu have not run yet
+        for name in ("fig4c-noniid-cpu", "pixel-baseline-cpu"):
+            sid, = con.execute("SELECT id FROM mimax_studies WHERE name = ?", (name,)).fetchone()
+            con.execute("DELETE FROM mimax_evaluations WHERE trial_id IN (SELECT id FROM mimax_trials WHERE "
+                        "study_id = ?)", (sid,))
+            for table in ("mimax_trials", "mimax_environment"):
+                con.execute(f"DELETE FROM {table} WHERE study_id = ?", (sid,))
+            con.execute("DELETE FROM mimax_studies WHERE id = ?", (sid,))
+    template = tmp_path / "t.md.in"
+    template.write_text('{{summary}}\n\n{{claims "fig4c non-i.i.d."}}\n\n{{value fig4c-noniid-cpu bound_test}} / '
+                        '{{finding "fig4c non-i.i.d." verdict}} / {{claim fig4c-noniid-above-iid ci}} / '
+                        '{{claim sec4-kpair-matches-nce.torch verdict}} / {{finding "fig1c adversarial" torch}}'
+                        '\n\n{{provenance}}\n')
+    args = ["--db", f"sqlite:///{db}", "--template", str(template), "--out", str(tmp_path / "out.md"), "--no-readme"]
+    assert quick(args) == 2  # without --partial a missing study is bad input, named
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown study 'pixel-baseline-cpu'" in err, err
+    assert quick([*args, "--partial"]) == 0
+    assert capsys.readouterr().err == ("generate.py: pending (not in the database yet): fig4c-noniid-cpu, "
+                                       "pixel-baseline-cpu\n")
+    out = (tmp_path / "out.md").read_text()
+    assert "| fig4c non-i.i.d. | *pending* | *pending* | *pending* | *pending* |  |" in out
+    assert "| pixel baseline | *pending* | *pending* | *pending* | *pending* |  |" in out
+    # fig1c's claims against the pixel baseline wait; its other four hold, which decides nothing yet.
+    assert "| fig1c adversarial | *pending* | *pending* | *pending* | 4 / 0 / 0 (2 pending) |  |" in out
+    assert "| fig4ab encoders | holds | holds | holds | 3 / 0 / 0 |  |" in out
+    assert "| calibration | – (no probe) | – (no probe) | fails | 5 / 1 / 0 |  |" in out
+    fig4c = [c.id for c in load_claims("paper")[0].claims if c.finding == "fig4c non-i.i.d."]
+    assert all(f"| `{cid}` | *pending* |" in out for cid in fig4c)
+    assert "*pending* / *pending* / *pending* / holds / *pending*" in out
+    assert "8 studies." in out and "Not in the database yet (*pending*): fig4c-noniid-cpu, pixel-baseline-cpu." in out
+
+
+def test_a_database_whose_wal_holds_pages_not_in_the_file_is_refused(planted, tmp_path, capsys):
+    db = tmp_path / "live.db"
+    shutil.copy(planted[0], db)
+    Path(f"{db}-wal").write_bytes(b"\0" * 32)
+    assert generate.main(["--db", f"sqlite:///{db}", "--out", str(tmp_path / "out.md"), "--no-readme"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "live.db-wal holds 32 bytes not yet in the file" in err
+
+
+def test_a_readme_without_the_size_markers_is_refused(planted, tmp_path, quick, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    template = tmp_path / "t.md.in"
+    template.write_text("x\n")
+    code = quick(["--db", planted[1], "--template", str(template), "--out", str(tmp_path / "o.md"),
+                  "--readme", str(readme)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no <!-- reference-db-size -->" in err
+    assert readme.read_text() == "no markers here\n" and not (tmp_path / "o.md").exists()
+
+
+def test_the_readme_has_the_size_markers_the_generator_fills():
+    text = (ROOT / "README.md").read_text()
+    assert len(generate.SIZE.findall(text)) == 1 and "docs/reference/reproduce-cpu.db" in text

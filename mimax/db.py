@@ -33,7 +33,7 @@ from mimax.study.models import Base, Environment, Evaluation, Study, Trial
 
 __all__ = [
     "DEFAULT_URL", "STATES", "STUDY_STATUSES", "TERMINAL", "Base", "Database", "DatabaseError", "Environment",
-    "Evaluation", "Study", "Trial", "UnknownStudy", "choose_url", "first_line", "head_revision", "redact",
+    "Evaluation", "Study", "Trial", "UnknownStudy", "choose_url", "first_line", "head_revision",
 ]
 
 STUDY_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -64,14 +64,6 @@ def choose_url(given: str | None) -> str:
     return given or os.environ.get("MIMAX_DB") or DEFAULT_URL
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (unparseable input is hidden whole)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable database URL>"
-
-
 def first_line(exc: BaseException) -> str:
     """The first line of what a (driver) exception says."""
     msg = str(getattr(exc, "orig", None) or exc).strip()
@@ -90,7 +82,7 @@ def _parse(url: str) -> URL:
             "postgresql+psycopg://user:password@host:port/database"
         ) from None
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
-    shown = redact(url)
+    shown = parsed.render_as_string(hide_password=True)
     if backend == "postgresql":
         if "+" not in parsed.drivername:  # plain postgresql:// would mean psycopg2, which mimax does not use
             parsed = parsed.set(drivername="postgresql+psycopg")

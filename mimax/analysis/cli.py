@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from mimax.analysis.load import AnalysisError
+from mimax.db import choose_url
 
 __all__ = ["analyze", "register", "summary"]
 
@@ -64,12 +65,6 @@ def register(sub) -> None:
 
 
 # ---- shared ---------------------------------------------------------------------------------------
-
-
-def _url(given: str | None) -> str:
-    from mimax.study.engine import db_url
-
-    return db_url(given)
 
 
 def _plain(value):
@@ -188,7 +183,7 @@ def write_tables(data, results: dict, out: Path) -> dict[str, Path]:
 def _analyze(args) -> int:
     from mimax.analysis.load import load
 
-    url = _url(args.db)
+    url = choose_url(args.db)
     data = load(url, args.name)
     results = analyze(data, url, how=args.how, n_boot=args.n_boot, seed=args.seed,
                       with_importance=not args.no_importance)
@@ -293,7 +288,7 @@ def _arrow_safe(frame):
 def _export(args) -> int:
     from mimax.analysis.load import final, load
 
-    data = load(_url(args.db), args.name)
+    data = load(choose_url(args.db), args.name)
     frames = {"trials": data.trials, "evaluations": data.evaluations, "final": final(data)}
     out = Path(args.out)
     if args.format == "parquet":
@@ -329,7 +324,7 @@ def _compare(args) -> int:
     from mimax.analysis.load import load
     from mimax.analysis.stats import compare
 
-    url_a = _url(args.db)
+    url_a = choose_url(args.db)
     url_b = args.db2 or url_a
     a, b = load(url_a, args.name_a), load(url_b, args.name_b)
     space_a, space_b = a.study.get("space_json") or {}, b.study.get("space_json") or {}

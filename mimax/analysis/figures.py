@@ -21,9 +21,9 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from mimax.analysis.stats import completed_finals
+from mimax.contract import mode_metrics
 
 __all__ = [
-    "TRUE_MI",
     "adversarial",
     "band",
     "calibration",
@@ -39,10 +39,6 @@ __all__ = [
     "true_mi",
 ]
 
-# Estimators whose estimate cannot exceed log K (K = batch size): I_NCE and its K-pair form.
-LOG_K_ESTIMATORS = ("nce", "kpair")
-# Datasets whose true MI is fixed by the dataset itself (nats): the paper's Fig. 4c pairs.
-TRUE_MI = {"noniid-gaussian": -0.5 * math.log(1 - 0.2**2)}
 LOG_COND = ("log_cond_p5", "log_cond_p25", "log_cond_p50", "log_cond_p75", "log_cond_p95")
 METRIC_NAMES = {
     "probe_accuracy": "probe accuracy",
@@ -146,13 +142,11 @@ def _select(ev: pd.DataFrame, metric: str, higher_is_better: bool = True) -> tup
 
 
 def ceilings(data) -> dict[str, float]:
-    """config_id -> log K for the configurations trained with an estimator bounded by log K."""
-    t = data.trials
-    if "estimator" not in t.columns or "train.batch_size" not in t.columns:
+    """config_id -> the ceiling its trials recorded (log K for NCE), for the configurations that have one."""
+    if "ceiling" not in data.trials.columns:  # a database before revision 0003: none recorded
         return {}
-    rows = t.drop_duplicates("config_id")
-    rows = rows[rows["estimator"].isin(LOG_K_ESTIMATORS) & rows["train.batch_size"].notna()]
-    return {str(r.config_id): math.log(float(r["train.batch_size"])) for _, r in rows.iterrows()}
+    rows = data.trials.dropna(subset=["ceiling"]).drop_duplicates("config_id")
+    return {str(c): float(v) for c, v in zip(rows["config_id"], rows["ceiling"])}
 
 
 def _panels(data, panel_by: str | None) -> list[tuple[str | None, set[str]]]:
@@ -207,7 +201,7 @@ def save(fig: Figure, out_dir, stem: str) -> list[Path]:
 def curves(data, metric: str = "probe_accuracy", *, panel_by: str | None = "auto") -> Figure | None:
     """``metric`` vs training step: per configuration the mean over seeds ± 1 sd, one panel per level
     of ``panel_by`` (default: the estimator, when it varies). Bounds get a dashed log K line in the
-    panels that hold an NCE-type estimator. None when no evaluation has ``metric``."""
+    panels whose configurations recorded a ceiling (NCE's). None when no evaluation has ``metric``."""
     ev = _tidy(data, metric)
     if ev.empty:
         return None
@@ -311,23 +305,9 @@ def conditioning(data) -> Figure | None:
 
 
 def true_mi(data) -> pd.Series:
-    """trial_key -> the true MI between the views in nats (NaN where unknown): from the evaluation
-    records' ``true_mi``, else ``data.mi`` of a Gaussian, else the dataset's own constant."""
+    """trial_key -> the true MI between the views in nats, as the trial recorded it (NaN where unknown)."""
     t = data.trials.set_index("trial_key")
-    out = pd.Series(np.nan, index=t.index, dtype=float)
-    name = t["data"] if "data" in t.columns else t.get("data.name")
-    if name is not None:
-        for dataset, value in TRUE_MI.items():
-            out[name == dataset] = value
-        if "data.mi" in t.columns:
-            mi = pd.to_numeric(t["data.mi"], errors="coerce")
-            out[name == "gaussian"] = mi[name == "gaussian"]
-    ev = data.evaluations
-    if "true_mi" in ev.columns:
-        recorded = ev.dropna(subset=["true_mi"]).groupby("trial_key")["true_mi"].first()
-        recorded = recorded[recorded.index.isin(out.index)]
-        out[recorded.index] = recorded.astype(float)
-    return out
+    return t["true_mi"].astype(float) if "true_mi" in t.columns else pd.Series(np.nan, index=t.index)
 
 
 def _calibration_keys(data) -> list[str]:
@@ -369,8 +349,8 @@ def calibration_table(data, metric: str = "bound_test", how: str = "last") -> pd
 
 def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure | None:
     """Final estimate vs true MI, per estimator (mean ± 1 sd over seeds and configurations, trials as
-    faint points), with the y = x line and log K where an NCE-type estimator ran. None when the
-    study has no known-MI data."""
+    faint points), with the y = x line and the ceilings the trials recorded (log K for NCE). None when
+    the study has no known-MI data."""
     fin = _final_with_true_mi(data, metric, how)
     if fin is None:
         return None
@@ -394,9 +374,7 @@ def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure |
             st = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1).fillna(0.0)}).sort_index()
             ax.errorbar(st.index + dodge, st["mean"], yerr=st["sd"], color=colours[s], marker="o", markersize=4,
                         capsize=3, linewidth=1.2, label=s)
-        ks = sorted({math.log(float(b)) for e, b in zip(fin["estimator"], fin.get("train.batch_size", []))
-                     if e in LOG_K_ESTIMATORS and pd.notna(b)})
-        for k in ks:
+        for k in sorted(set(fin["ceiling"].dropna())) if "ceiling" in fin.columns else []:
             ax.axhline(k, color="0.35", linestyle="--", linewidth=1, label=f"log K = {k:.3f}")
         ax.set_xlabel("true MI (nats)")
         ax.set_ylabel(f"final {METRIC_NAMES.get(metric, metric)}")
@@ -406,10 +384,10 @@ def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure |
 
 
 def is_adversarial(data) -> bool:
-    """Whether the study trained adversarially (Fig. 1c): train.mode, or classifier accuracies recorded."""
+    """Whether the study trained adversarially (Fig. 1c): train.mode, or the metrics only that mode reports."""
     t, ev = data.trials, data.evaluations
-    return bool(("train.mode" in t.columns and (t["train.mode"] == "adversarial").any()) or (
-        "classifier_accuracy" in ev.columns and ev["classifier_accuracy"].notna().any()))
+    return bool(("train.mode" in t.columns and (t["train.mode"] == "adversarial").any()) or any(
+        m in ev.columns and ev[m].notna().any() for m in mode_metrics("adversarial")))
 
 
 def adversarial(data) -> Figure | None:
@@ -418,7 +396,7 @@ def adversarial(data) -> Figure | None:
     ev = data.evaluations
     if not is_adversarial(data):
         return None
-    metrics = [m for m in ("probe_accuracy", "classifier_accuracy") if m in ev.columns and ev[m].notna().any()]
+    metrics = [m for m in ("probe_accuracy", *mode_metrics("adversarial")) if m in ev.columns and ev[m].notna().any()]
     if not metrics:
         return None
     labels = config_labels(data)

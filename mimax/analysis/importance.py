@@ -7,40 +7,12 @@ A method that cannot say anything meaningful returns an empty mapping and a one-
 
 from __future__ import annotations
 
-import urllib.parse
-from pathlib import Path
-
-from mimax.analysis.load import StudyData, scrub
+from mimax.analysis.load import StudyData
+from mimax.db import Database, DatabaseError, first_line
 
 __all__ = ["METHODS", "importances"]
 
 METHODS = ("ped_anova", "fanova")
-
-
-def _optuna_url(db_url: str) -> str:
-    """The same database for Optuna, opened read-only when it is a SQLite file."""
-    from sqlalchemy.engine import URL
-
-    from mimax.study.store import _parse_url
-
-    parsed = _parse_url(db_url)
-    if parsed.get_backend_name() != "sqlite":
-        return parsed.render_as_string(hide_password=False)
-    path = Path(parsed.database).expanduser().absolute()
-    url = URL.create("sqlite+pysqlite", database=f"file:{urllib.parse.quote(str(path))}",
-                     query={"mode": "ro", "uri": "true"})
-    return url.render_as_string(hide_password=False)
-
-
-def _load_study(db_url: str, name: str):
-    import optuna
-    from sqlalchemy.pool import NullPool
-
-    storage = optuna.storages.RDBStorage(
-        _optuna_url(db_url), engine_kwargs={"poolclass": NullPool},
-        skip_compatibility_check=True, skip_table_creation=True,
-    )
-    return optuna.load_study(study_name=name, storage=storage), storage
 
 
 def importances(db_url: str, data: StudyData | str, *, methods=METHODS, seed: int = 0) -> dict:
@@ -62,25 +34,33 @@ def importances(db_url: str, data: StudyData | str, *, methods=METHODS, seed: in
         out["reasons"].update({m: reason for m in methods})
         return out
 
+    try:
+        db = Database(db_url)
+    except DatabaseError as e:
+        return skip(f"no readable Optuna study '{name}': {e}")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        result = _evaluate(db_url, name, methods, seed, out, skip)
-        result["reasons"] = {m: scrub(r, db_url) for m, r in result["reasons"].items()}
+        result = _evaluate(db, name, methods, seed, out, skip)
+        result["reasons"] = {m: db.scrub(r) for m, r in result["reasons"].items()}
         return result
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _evaluate(db_url: str, name: str, methods, seed: int, out: dict, skip) -> dict:
+def _evaluate(db: Database, name: str, methods, seed: int, out: dict, skip) -> dict:
     import optuna
 
     try:
-        study, storage = _load_study(db_url, name)
-    except Exception as e:  # no Optuna tables, no such study, an unreadable database
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return skip(f"no readable Optuna study '{name}': {msg}")
+        storage = db.optuna_storage(read_only=True)
+    except Exception as e:  # no Optuna tables, an unreadable database
+        return skip(f"no readable Optuna study '{name}': {first_line(e)}")
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except Exception as e:  # no such study
+        storage.engine.dispose()
+        return skip(f"no readable Optuna study '{name}': {first_line(e)}")
     try:
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if len(trials) < 2:

@@ -218,22 +218,18 @@ def _per_config(gap: pd.Series, rows: pd.DataFrame, labels: dict) -> str:
 
 def _ceiling_finding(data, how: str) -> list[str]:
     fin = completed_finals(data, how)
-    if "estimator" not in fin.columns or "train.batch_size" not in fin.columns or "bound_test" not in fin.columns:
+    if "ceiling" not in fin.columns or "bound_test" not in fin.columns:
         return []
     out, labels = [], F.config_labels(data)
-    for est in F.LOG_K_ESTIMATORS:
-        rows = fin[(fin["estimator"] == est)].dropna(subset=["bound_test", "train.batch_size"])
-        if rows.empty:
-            continue
-        for k, g in rows.groupby("train.batch_size"):
-            logk = math.log(float(k))
-            gap = logk - g["bound_test"].astype(float)
-            name = est.upper() if est == "nce" else est
-            close = gap.mean() < 0.1
-            where = f"within {_fixed(gap.mean())} nats of" if close else f"{_fixed(gap.mean())} nats below"
-            out.append(f"{name} ends {where} its ceiling log {int(k)} = {_fixed(logk)} on average "
-                       f"(final test bound {_fixed(g['bound_test'].mean())}; largest gap {_fixed(gap.max())}, "
-                       f"n={len(g)} trials){_per_config(gap, g, labels)}.")
+    rows = fin.dropna(subset=["ceiling", "bound_test"])
+    for (est, ceiling), g in rows.groupby(["estimator", "ceiling"], sort=True):
+        gap = ceiling - g["bound_test"].astype(float)
+        name = est.upper() if est == "nce" else est
+        close = gap.mean() < 0.1
+        where = f"within {_fixed(gap.mean())} nats of" if close else f"{_fixed(gap.mean())} nats below"
+        out.append(f"{name} ends {where} its ceiling log {round(math.exp(ceiling))} = {_fixed(ceiling)} on "
+                   f"average (final test bound {_fixed(g['bound_test'].mean())}; largest gap {_fixed(gap.max())}, "
+                   f"n={len(g)} trials){_per_config(gap, g, labels)}.")
     return out
 
 
@@ -379,8 +375,8 @@ def _tables(data, results: dict, calib: pd.DataFrame | None) -> list[tuple[str, 
          "a CI that excludes 0 is a clear difference.", _ci_column(_frame(results.get("pairwise")))),
         ("correlations", "Bound vs accuracy",
          "Spearman ρ (95% bootstrap CI) and Kendall τ of the final bound and the final probe accuracy over "
-         "completed trials, overall and within each level; ceiling_gap = mean of log K − final bound over the "
-         "NCE trials.", _ci_column(_frame(results.get("correlations")))),
+         "completed trials, overall and within each level; ceiling_gap = mean of ceiling (log K for NCE) − "
+         "final bound over the trials with a ceiling.", _ci_column(_frame(results.get("correlations")))),
         ("anova", "ANOVA",
          "one-way: each factor alone (η² = its share of the variance); type-I: sequential sums of squares of "
          "an additive model of all factors (partial η²).", _frame(results.get("anova"))),

@@ -369,19 +369,18 @@ def correlations(
 ) -> pd.DataFrame:
     """Spearman (with a 95 % percentile bootstrap CI) and Kendall correlations of ``x`` and ``y`` over all
     completed trials (stratum "all") and within each level of each stratum column present. Beside them:
-    ``ceiling_gap``, the mean of log K − final bound over the NCE trials of the row (K = train.batch_size,
-    NCE's ceiling), and ``n_nce``."""
+    ``ceiling_gap``, the mean of ceiling − final bound over the trials of the row that recorded a ceiling
+    (log K for NCE, K = train.batch_size), and ``n_ceiling``, how many they are."""
     frame = completed_finals(data, how)
     cols = ["stratum", "level", "x", "y", "n", "spearman", "spearman_p", "kendall", "kendall_p", "ci_low",
-            "ci_high", "ceiling_gap", "n_nce"]
+            "ci_high", "ceiling_gap", "n_ceiling"]
     if x not in frame.columns or y not in frame.columns:
         return pd.DataFrame(columns=cols)
     frame = frame[frame[x].notna() & frame[y].notna()].reset_index(drop=True)
     bound = x if x.startswith("bound") else "bound_test"
     gap = pd.Series(np.nan, index=frame.index)
-    if "estimator" in frame.columns and "train.batch_size" in frame.columns and bound in frame.columns:
-        nce = frame["estimator"] == "nce"
-        gap = gap.mask(nce, np.log(frame["train.batch_size"].astype(float)) - frame[bound])
+    if "ceiling" in frame.columns and bound in frame.columns:
+        gap = frame["ceiling"].astype(float) - frame[bound]
     rng = np.random.default_rng(seed)
     parts = [("all", "all", np.arange(len(frame)))]
     for s in strata:
@@ -393,7 +392,7 @@ def correlations(
         g = gap.iloc[pos].dropna()
         rows.append({"stratum": stratum, "level": level, "x": x, "y": y,
                      **_corr_row(xv[pos], yv[pos], n_boot, rng),
-                     "ceiling_gap": float(g.mean()) if len(g) else np.nan, "n_nce": len(g)})
+                     "ceiling_gap": float(g.mean()) if len(g) else np.nan, "n_ceiling": len(g)})
     return pd.DataFrame(rows, columns=cols).astype({"level": object})
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import optuna
 
+from mimax.contract import metric
 from mimax.errors import ConfigError
 from mimax.search_spaces.compile import Space
 from mimax.search_spaces.spec import Param, show
@@ -20,16 +21,6 @@ from mimax.search_spaces.spec import Param, show
 N_RANDOM = 8
 RANDOM_SEED = 20200101
 MAX_EXHAUSTIVE_CHECK = 5000
-
-# What a metric needs from the (validated) trial config to be reported at all.
-_NEEDS = {
-    "probe_accuracy": (lambda c: c.eval.probe != "none", "a probe, but eval.probe is 'none'"),
-    "bound_train": (lambda c: c.train.mode == "infomax", "train.mode infomax (an estimator)"),
-    "bound_test": (lambda c: c.train.mode == "infomax", "train.mode infomax (an estimator)"),
-    "params.critic": (lambda c: c.train.mode == "infomax", "train.mode infomax (a critic)"),
-    "params.g2": (lambda c: c.train.mode == "infomax", "train.mode infomax (a second encoder)"),
-    "classifier_accuracy": (lambda c: c.train.mode == "adversarial", "train.mode adversarial"),
-}
 
 
 @contextlib.contextmanager
@@ -67,12 +58,10 @@ def check_space(space: Space) -> None:
             raise ConfigError(_origin(space, err.path, flat),
                               f"the trial config is rejected: {err}{_context(space, flat)}") from None
         for i, objective in enumerate(space.objectives):
-            need = _NEEDS.get(objective.metric)
-            if objective.metric.startswith("log_cond_p"):
-                need = (lambda c: c.eval.jacobian, "eval.jacobian true")
-            if need and not need[0](config):
+            missing = metric(objective.metric).missing(config)
+            if missing:
                 raise ConfigError(f"objectives[{i}].metric",
-                                  f"{objective.metric} needs {need[1]}{_context(space, flat)}")
+                                  f"{objective.metric} needs {missing}{_context(space, flat)}")
 
 
 def _candidates(space: Space) -> Iterator[dict]:

@@ -11,7 +11,8 @@ import json
 import yaml
 
 from mimax.search_spaces.compile import Space
-from mimax.search_spaces.presets import check_all_budgets, load_space, load_spec, preset_names
+from mimax.search_spaces.presets import check_all_budgets, load_space
+from mimax.search_spaces.spec import load_spec, preset_names
 
 
 def register(subparsers) -> None:

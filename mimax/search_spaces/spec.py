@@ -1,4 +1,5 @@
-"""The search-space file format: parsing and structural validation (no Optuna, no trainables).
+"""The search-space file format: reading (a file or a preset), parsing and structural validation (no
+Optuna, no trainables).
 
 A space file is a YAML mapping; see docs/SEARCH_SPACES.md for the format. ``parse_space`` turns it into a
 ``SpaceSpec`` or raises ``ConfigError`` whose path names the place in the file: top-level key, then
@@ -9,26 +10,19 @@ mapping keys joined by ``.``, list positions as ``[i]``; a parameter's dotted ke
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from mimax.contract import METRICS, SECTIONS, load_yaml, metric
 from mimax.errors import ConfigError
 
-# Top-level sections of a trial config that a space may set (``seed`` is set per replicate by ``seeds``).
-SECTIONS = ("data", "encoder", "critic", "estimator", "train", "eval", "adversarial", "device")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "nsga2", "grid", "bruteforce")
 EXHAUSTIVE = ("grid", "bruteforce")  # samplers that visit every configuration exactly once
 DIRECTIONS = ("maximize", "minimize")
 KINDS = ("value", "choice", "grid", "int", "float")
-# Metrics a trial reports (mimax.trainables.loop): per evaluation, and the parameter counts at start.
-METRICS = (
-    "probe_accuracy", "bound_train", "bound_test", "loss", "classifier_accuracy", "wall_s",
-    "params.g1", "params.g2", "params.critic",
-)
-METRIC_PATTERNS = (re.compile(r"log_cond_p\d+(\.\d+)?"),)  # Jacobian percentiles (eval.jacobian)
 
 TOP_KEYS = ("name", "description", "base", "params", "seeds", "sampler", "objectives", "trials",
             "budgets", "default_budget")
@@ -444,16 +438,16 @@ def _parse_objectives(raw: Any) -> tuple[Objective, ...]:
         path = f"objectives[{i}]"
         item = _mapping(item, path, "a mapping {metric, direction}")
         _known_keys(item, ("metric", "direction"), path)
-        metric = item.get("metric")
-        if not isinstance(metric, str) or not (metric in METRICS or any(p.fullmatch(metric) for p in METRIC_PATTERNS)):
-            choices = ", ".join(METRICS)
-            raise ConfigError(f"{path}.metric", f"unknown metric {show(metric)} (choose from {choices}, log_cond_pQ)")
-        if any(o.metric == metric for o in out):
-            raise ConfigError(f"{path}.metric", f"metric {metric!r} is already an objective")
+        name = item.get("metric")
+        if not isinstance(name, str) or metric(name) is None:
+            choices = ", ".join(m.shown or m.name for m in METRICS)
+            raise ConfigError(f"{path}.metric", f"unknown metric {show(name)} (choose from {choices})")
+        if any(o.metric == name for o in out):
+            raise ConfigError(f"{path}.metric", f"metric {name!r} is already an objective")
         direction = item.get("direction", "maximize")
         if direction not in DIRECTIONS:
             raise ConfigError(f"{path}.direction", f"expected maximize or minimize, got {show(direction)}")
-        out.append(Objective(metric, direction))
+        out.append(Objective(name, direction))
     return tuple(out)
 
 
@@ -534,36 +528,35 @@ def _parse_budgets(raw: Any, params: tuple[Param, ...]) -> dict[str, Budget]:
     return out
 
 
-# --------------------------------------------------------------------------------------- YAML I/O
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys (plain PyYAML keeps the last one silently). Merge keys
-    (``<<: *anchor``) work: the keys written beside one override the merged ones."""
+# ------------------------------------------------------------------------------------------- files
+PRESET_DIR = Path(__file__).parent / "presets"  # the spaces shipped with mimax, one per experiment of the paper
 
 
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
-    seen = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, str) and key in seen:
-            raise ConfigError("", f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError("space", f"unknown preset {name!r} (choose from {', '.join(preset_names())})")
+    return path
 
 
-def load_yaml(path: str) -> Any:
-    try:
-        with open(path) as fh:
-            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except FileNotFoundError:
-        raise ConfigError("", f"space file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError("", f"expected a space file, got a directory: {path}") from None
-    except ConfigError as exc:
-        raise ConfigError("", f"{path} {exc.message}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+def resolve_source(name_or_path: str | os.PathLike) -> Path:
+    """A file path as given, else a preset name."""
+    text = os.fspath(name_or_path)
+    if os.path.exists(text):
+        return Path(text)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        raise ConfigError("", f"space file not found: {text}")
+    if text not in preset_names():
+        raise ConfigError("", f"no space file {text!r} and no preset of that name "
+                              f"(presets: {', '.join(preset_names())})")
+    return preset_path(text)
+
+
+def load_spec(name_or_path: str | os.PathLike) -> SpaceSpec:
+    """Parse a space file or preset (structure only; no budget, no trial-config validation)."""
+    path = resolve_source(name_or_path)
+    return parse_space(load_yaml(str(path), "space"), source=str(path))

@@ -12,6 +12,7 @@ from typing import Any
 
 from ray import tune
 
+from mimax.contract import TRIAL_FLOATS, EvalRecord, PackResult
 from mimax.study.outcome import final_state
 from mimax.trainables.tune_adapter import read_meta, records_of
 
@@ -124,15 +125,15 @@ class StoreCallback(tune.Callback):
         keys = [k for k in self._keys(trial) if k not in self.ended]
         self._put_members(trial, {"state": "running", "resources": res, "ray_trial_id": trial.trial_id}, keys)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(self, iteration, trials, trial, result: PackResult, **info):
         node = f"{result.get('node_ip')}/{result.get('node_id')}" if result.get("node_id") else None
+        once = {k: result[k] for k in TRIAL_FLOATS if k in result}  # the trial's ceiling and true MI
         for key, rec in records_of(result).items():
             if key in self.ended:  # ended earlier: its records and state are already stored
                 continue
-            record = {k: v for k, v in rec.items()}
-            record["pack_size"] = result.get("pack_size", 1)
-            record["replayed"] = bool(result.get("replayed"))
-            fields: dict[str, Any] = {"last_step": rec.get("step"), "node": node}
+            record: EvalRecord = {**rec, "pack_size": result.get("pack_size", 1),
+                                  "replayed": bool(result.get("replayed"))}
+            fields: dict[str, Any] = {"last_step": rec.get("step"), "node": node, **once}
             if rec.get("event") == "diverged":
                 fields.update(state="diverged", ended_at=now(), error=rec.get("reason"))
                 self.ended.add(key)

@@ -7,6 +7,8 @@ import json
 import sys
 from datetime import datetime
 
+from mimax.db import TERMINAL, choose_url
+
 
 def _positive_float(text: str) -> float:
     try:
@@ -105,6 +107,9 @@ def _resume(args) -> int:
     return _finish(summary, args.quiet)
 
 
+SHOWN_STATES = ("completed", "running", "pending", "pruned", "failed", "diverged")
+
+
 def status_dict(store, name: str) -> dict:
     study = store.require_study(name)
     counts = store.state_counts(name)
@@ -113,14 +118,14 @@ def status_dict(store, name: str) -> dict:
     best = _best(store, study)
     durations = [(t["ended_at"] - t["started_at"]).total_seconds() for t in trials
                  if t["state"] == "completed" and t.get("started_at") and t.get("ended_at")]
-    remaining = total - sum(counts[s] for s in ("completed", "pruned", "failed", "diverged"))
+    remaining = total - sum(counts[s] for s in TERMINAL)
     eta = None
     if durations and remaining > 0:
         eta = sum(durations) / len(durations) * remaining / max(1, counts.get("running", 0))
     return {
         "name": name,
         "total": total,
-        "states": {s: counts.get(s, 0) for s in ("completed", "running", "pruned", "failed", "diverged")},
+        "states": {s: counts.get(s, 0) for s in SHOWN_STATES if s != "pending"},
         "pending": counts.get("pending", 0) + max(0, total - sum(counts.values())),
         "status": study["status"],
         "best": best,
@@ -136,36 +141,34 @@ def _best(store, study) -> dict | None:
         return None
     metric, maximise = metrics[0], directions[0] == "maximize"
     best = None
-    finals: dict[str, dict] = {}
-    for ev in store.evaluations(study["name"]):
-        if finals.get(ev["trial_key"], {}).get("step", -1) <= ev["step"]:
-            finals[ev["trial_key"]] = ev
-    for key, ev in finals.items():
-        v = (ev.get("record") or {}).get(metric, ev.get(metric))
+    for key, rec in store.final_records(study["name"]).items():
+        v = rec.get(metric)
         if v is not None and (best is None or (v > best["value"] if maximise else v < best["value"])):
-            best = {"metric": metric, "value": v, "trial_key": key, "step": ev["step"]}
+            best = {"metric": metric, "value": v, "trial_key": key, "step": rec["step"]}
     return best
 
 
-def _status(args) -> int:
-    from mimax.study.engine import db_url
+def _read(args):
     from mimax.study.store import Store
 
-    store = Store(db_url(args.db), create=False)
-    st = status_dict(store, args.name)
+    return Store(choose_url(args.db), read_only=True)
+
+
+def _status(args) -> int:
+    with _read(args) as store:
+        st = status_dict(store, args.name)
     if args.json:
         print(json.dumps(st))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    done = sum(st["states"][s] for s in ("completed", "pruned", "failed", "diverged"))
+    done = sum(st["states"][s] for s in TERMINAL)
     table = Table(title=f"{st['name']}: {st['status']} — {done}/{st['total']} trials done "
                         f"({st['space']}, budget {st['budget'] or '—'})")
-    for col in ("completed", "running", "pending", "pruned", "failed", "diverged"):
+    for col in SHOWN_STATES:
         table.add_column(col, justify="right")
-    table.add_row(*(str(st["states"].get(c, st["pending"] if c == "pending" else 0))
-                    for c in ("completed", "running", "pending", "pruned", "failed", "diverged")))
+    table.add_row(*(str(st["states"].get(c, st["pending"] if c == "pending" else 0)) for c in SHOWN_STATES))
     console = Console()
     console.print(table)
     if st["best"]:
@@ -177,20 +180,16 @@ def _status(args) -> int:
 
 
 def _db_upgrade(args) -> int:
-    from mimax.study.engine import db_url
     from mimax.study.store import Store
 
-    store = Store(db_url(args.db), create=True)
-    print(f"{store.display_url}: mimax schema at {store.schema_version()}")
+    with Store(choose_url(args.db), create=True) as store:
+        print(f"{store.display_url}: mimax schema at {store.schema_version()}")
     return 0
 
 
 def _list(args) -> int:
-    from mimax.study.engine import db_url
-    from mimax.study.store import Store
-
-    store = Store(db_url(args.db), create=False)
-    studies = store.list_studies()
+    with _read(args) as store:
+        studies = store.list_studies()
     if args.json:
         print(json.dumps(studies, default=str))
         return 0
@@ -202,7 +201,7 @@ def _list(args) -> int:
         table.add_column(col)
     for s in studies:
         counts = s.get("trial_counts") or {}
-        done = sum(v for k, v in counts.items() if k in ("completed", "pruned", "failed", "diverged"))
+        done = sum(v for k, v in counts.items() if k in TERMINAL)
         total = (s.get("n_configs_requested") or 0) * s.get("seeds", 1)
         created = s.get("created_at")
         table.add_row(s["name"], str(s["space_source"]), str(s["budget"]), s["status"], f"{done}/{total}",

@@ -8,10 +8,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mimax.db import TERMINAL, choose_url
 from mimax.errors import ConfigError
-from mimax.study.outcome import TERMINAL
 
-DEFAULT_DB = "sqlite:///mimax.db"
 DEFAULT_RESULTS = "mimax-results"
 
 
@@ -24,10 +23,6 @@ class RunOptions:
     scheduler: str = "none"
     quiet: bool = False
     pack: int | str = "auto"  # seed replicates per Ray trial
-
-
-def db_url(given: str | None) -> str:
-    return given or os.environ.get("MIMAX_DB") or DEFAULT_DB
 
 
 def driver_owner() -> str:
@@ -74,7 +69,7 @@ def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, res
 
     space = load_space(space_ref, budget)
     sched = _space_for_scheduler(space, opts.scheduler)
-    url = db_url(db)
+    url = choose_url(db)
     store = Store(url)
     if store.get_study(name) is not None:
         raise StudyExists(f"study {name!r} already exists in {store.display_url}; use `mimax resume {name}`")
@@ -104,7 +99,7 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
     from mimax.search_spaces import load_space
     from mimax.study.store import Store
 
-    store = Store(db_url(db), create=False)
+    store = Store(choose_url(db), create=False)
     study = store.require_study(name)
     space = load_space(study["space_source"], study["budget"])
     if space.fingerprint() != study["space_fingerprint"]:

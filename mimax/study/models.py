@@ -1,5 +1,6 @@
 """The mimax tables (SQLAlchemy 2 declarative). They sit beside Optuna's tables in the same database,
 so every name carries the ``mimax_`` prefix; the schema is versioned by ``mimax/study/migrations``.
+Open them through ``mimax.db``, which re-exports them.
 
 JSON values are stored as text (``json.dumps(..., sort_keys=True)``) so both SQLite and PostgreSQL
 hold the same bytes and any copy of the database reads back with plain SQL. Timestamps are
@@ -13,9 +14,6 @@ import datetime as dt
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
-
-STUDY_STATUSES = ("running", "completed", "interrupted", "failed")
-TRIAL_STATES = ("pending", "running", "completed", "pruned", "failed", "diverged")
 
 # Constraint names are fixed so migrations, models and both backends agree (and autogenerate compares).
 NAMING = {
@@ -100,6 +98,10 @@ class Trial(Base):
     checkpoint: Mapped[str | None] = mapped_column(Text)
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)  # since revision 0002
     last_step: Mapped[int | None] = mapped_column(Integer)
+    # What the trial reported once (nats; since revision 0003): the largest value its estimator can take
+    # (log K for NCE), and the analytic MI between its views, where the data knows it.
+    ceiling: Mapped[float | None] = mapped_column(Float)
+    true_mi: Mapped[float | None] = mapped_column(Float)
     ray_trial_id: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-TERMINAL = ("completed", "pruned", "failed", "diverged")
-STATES = ("pending", "running", *TERMINAL)
-
 
 def final_state(result: Mapping[str, Any] | None, steps: int, error: bool) -> str:
     """``completed`` only when the last evaluation is the last step; a trial the scheduler stopped

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections import defaultdict, deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,9 @@ from pathlib import Path
 import optuna
 from ray.tune.search import Searcher
 
-from mimax.study.outcome import TERMINAL, final_state, interrupted, objective_values
+from mimax.contract import PackConfig, PackItem
+from mimax.db import TERMINAL
+from mimax.study.outcome import final_state, interrupted, objective_values
 from mimax.trainables.config import validate
 from mimax.trainables.tune_adapter import CHECKPOINT_FILE, read_meta, records_of
 
@@ -58,13 +61,17 @@ class StudySearcher(Searcher):
             study_name=study["optuna_study_name"], storage=store.optuna_storage(),
             sampler=space.make_sampler(session=session),
         )
-        self.queue: deque[dict] = deque()  # packs to run
-        self.live: dict[str, dict] = {}  # Ray trial id -> pack
+        if self.ot_study.metric_names != self.metrics:  # optuna-dashboard shows them, not "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.ot_study.set_metric_names(self.metrics)
+        self.queue: deque[PackItem] = deque()  # packs to run
+        self.live: dict[str, PackItem] = {}  # Ray trial id -> pack
         self.last: dict[str, dict] = {}  # trial_key -> last record seen (with the pack's params.*)
         self.groups: dict[int, dict[int, tuple[str, dict | None]]] = defaultdict(dict)  # number -> seed -> outcome
         self.group_size: dict[int, int] = {}
         self.curves: dict[int, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-        self.errored: dict[str, dict] = {}  # Ray trial id -> pack that failed, until settled
+        self.errored: dict[str, PackItem] = {}  # Ray trial id -> pack that failed, until settled
         self.retries: dict[str, int] = defaultdict(int)  # pack key -> runs again in this session
         self._rebuild()
 
@@ -73,7 +80,7 @@ class StudySearcher(Searcher):
         """Queue unfinished replicates (from their last checkpoint), those that Ray's infrastructure
         failed under included, and reconcile Optuna with the store."""
         rows = self.store.trials(self.study_name)
-        finals = self._final_records()
+        finals = self.store.final_records(self.study_name)
         by_key = {row["trial_key"]: row for row in rows}
         unfinished: dict[int, list[dict]] = defaultdict(list)
         terminal: set[str] = set()
@@ -164,23 +171,14 @@ class StudySearcher(Searcher):
         else:
             self.queue.extend(items)
 
-    def _split(self, item: dict) -> None:
+    def _split(self, item: PackItem) -> None:
         """Run the members of a pack that did not fit again, next, in packs of at most ``item["split"]``."""
         members = [(m["trial_key"], m["seed"]) for m in item["members"]]
         self._queue_packs(item["number"], members, item["trial"], size=item["split"], front=True)
 
-    def _final_records(self) -> dict[str, dict]:
-        finals: dict[str, dict] = {}
-        for ev in self.store.evaluations(self.study_name):
-            rec = ev["record"] if "record" in ev else ev.get("metrics")
-            key = ev["trial_key"]
-            if key not in finals or ev["step"] >= finals[key]["step"]:
-                finals[key] = dict(rec or {}, step=ev["step"])
-        return finals
-
     @staticmethod
     def _item(pack_key: str, number: int, members: list[tuple[str, int]], config: dict, resume: str | None,
-              ended: set[str] = frozenset()) -> dict:
+              ended: set[str] = frozenset()) -> PackItem:
         """A pack to run. Members in ``ended`` already have their outcome in the store (a pack resumed
         from its checkpoint after the driver died between its members' final writes): the pack carries
         them, but nothing about them is written again."""
@@ -210,7 +208,7 @@ class StudySearcher(Searcher):
         self._mode = mode or self._mode
         return True
 
-    def suggest(self, trial_id: str):
+    def suggest(self, trial_id: str) -> PackConfig | str | None:
         if not self.queue and self.asked < self.target:
             self._ask()
         if not self.queue:
@@ -275,7 +273,7 @@ class StudySearcher(Searcher):
         self._end(item, error=True)
         return False
 
-    def _end(self, item: dict, error: bool) -> None:
+    def _end(self, item: PackItem, error: bool) -> None:
         steps = item["trial"]["train"]["steps"]
         for m in item["members"]:
             last = self.last.get(m["trial_key"])

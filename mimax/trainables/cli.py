@@ -1,12 +1,42 @@
-"""``mimax train``: one trial in the foreground, with a progress bar or JSON lines."""
+"""``mimax train``: one trial in the foreground, with a progress bar or JSON lines.
+
+Registering the command imports no torch: that waits until a trial runs."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 
+from mimax.contract import load_yaml
 from mimax.errors import ConfigError
-from mimax.trainables.config import apply_overrides, load_yaml, validate
+
+
+def register(subparsers) -> None:
+    """Add the ``train`` command to the main CLI's subparsers."""
+    p = subparsers.add_parser("train", help="train one trial from a YAML config")
+    p.add_argument("config", help="trial config (YAML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set encoder.name=convnet (repeatable)")
+    p.add_argument("--json", action="store_true", help="print only JSON lines on stdout")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="save a checkpoint after every evaluation; continue from it if it exists")
+    p.set_defaults(func=train_command)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN or inf
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def emit_json(record: dict) -> None:
+    print(json.dumps(_finite(record), allow_nan=False), flush=True)
 
 
 def _fmt(v, spec=".4f"):
@@ -14,9 +44,12 @@ def _fmt(v, spec=".4f"):
 
 
 def train_command(args) -> int:
-    from mimax.cli import emit_json
+    from mimax.trainables.config import apply_overrides, validate
 
-    raw = apply_overrides(load_yaml(args.config), args.overrides)
+    raw = load_yaml(args.config, "config")
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{args.config}: a trial config must be a mapping")
+    raw = apply_overrides(raw, args.overrides)
     validate(raw)  # bad input fails here, before any data is loaded
     from mimax.trainables.loop import Trainer
 

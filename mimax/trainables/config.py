@@ -1,4 +1,5 @@
-"""The trial config: typed, validated at the edge, every unknown key or value an error that names it.
+"""The trial config validated against the component registries: every unknown key or value an error that
+names it. The config's model (``TrialConfig``) is part of the torch-free contract, ``mimax.contract``.
 
 A config is a nested mapping (usually YAML)::
 
@@ -19,75 +20,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from mimax.contract import SPEED_DEFAULTS, AdversarialConfig, TrialConfig
 from mimax.errors import ConfigError, from_validation_error
 from mimax.trainables.base import Params, ViewSpec, lookup, parse_params
 from mimax.trainables.data import DATASETS
 from mimax.trainables.encoders import ENCODERS
 from mimax.trainables.modes import MODES
 from mimax.trainables.probes import PROBES
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrainConfig(_Strict):
-    steps: int = Field(ge=0)
-    batch_size: int = Field(default=128, ge=2)
-    lr: float = Field(default=1e-4, gt=0)
-    mode: Literal["infomax", "adversarial"] = "infomax"
-    # Speed switches for the infomax training step (evaluation always runs in float32, uncompiled):
-    # bf16 autocast of the encoders and critic (the estimator sees float32 scores), and torch.compile
-    # of the step's forward ("reduce-overhead" adds CUDA graphs on a GPU).
-    precision: Literal["fp32", "bf16"] = "fp32"
-    compile: Literal["none", "default", "reduce-overhead"] = "none"
-
-
-class EvalConfig(_Strict):
-    every: int = Field(ge=1)
-    probe: str | dict = "torch"
-    bound_batches: int = Field(default=20, ge=1)
-    probe_train_size: int | None = Field(default=None, ge=10)
-    jacobian: bool = False
-    jacobian_batch: int = Field(default=128, ge=1)
-
-
-class AdversarialConfig(_Strict):
-    """Fig. 1c: a linear softmax classifier against an encoder that tries to make its output uniform."""
-
-    warmup: int = Field(default=1000, ge=0)
-    classifier_steps: int = Field(default=10, ge=1)
-    classifier_lr: float = Field(default=1e-3, gt=0)
-    encoder_lr: float = Field(default=1e-5, gt=0)
-
-
-class TrialConfig(_Strict):
-    data: dict | str
-    encoder: dict | str
-    critic: dict | str | None = None
-    estimator: dict | str | None = None
-    train: TrainConfig
-    eval: EvalConfig
-    adversarial: AdversarialConfig | None = None
-    seed: int = Field(default=0, ge=0)
-    device: str = "cpu"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = self.model_dump(mode="json")
-        # The speed switches are left out at their defaults, so a config stored before they existed
-        # hashes, compares and resumes as the same config.
-        for key, default in SPEED_DEFAULTS.items():
-            if out["train"][key] == default:
-                del out["train"][key]
-        return out
-
-
-SPEED_DEFAULTS = {"precision": "fp32", "compile": "none"}
 
 
 @dataclass(frozen=True)
@@ -155,9 +99,6 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
                 "eval.probe", f"a probe needs labels; data {data_sec['name']!r} has none (use probe: none)"
             )
         probe = (p_cls, p_params)
-    if cfg.device not in ("cpu", "cuda", "auto") and not cfg.device.startswith("cuda:"):
-        raise ConfigError("device", f"expected cpu, cuda, cuda:N or auto, got {cfg.device!r}")
-
     full = cfg.model_copy(
         update={
             "data": data_sec,
@@ -214,16 +155,3 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict:
                 del node[k]
         node[last] = value
     return out
-
-
-def load_yaml(path: str) -> dict:
-    try:
-        with open(path) as fh:
-            raw = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ConfigError("", f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("", f"{path}: a trial config must be a mapping")
-    return raw

@@ -97,6 +97,15 @@ def _config(grid_values: Mapping[str, object], seed: int, steps: Sequence[int], 
     return cfg
 
 
+def _recorded(config: dict) -> dict:
+    """What a trial of ``config`` records once, its ceiling and true MI, as the trainer reports them (the
+    0003 backfill is checked against the trainer in tests/study/test_migrations.py)."""
+    from schema_at import migration
+
+    m = migration("0003")
+    return {"ceiling": m.ceiling(config), "true_mi": m.true_mi(config)}
+
+
 def planted_study(
     url: str,
     name: str,
@@ -195,10 +204,10 @@ def planted_study(
             acc, bound = accs[key], bounds[key]
             state = "failed" if dead[key] else ("completed" if evaluations else "pending")
             started = T0 + dt.timedelta(minutes=number * seeds + rep)
-            trials.append({"trial_key": key, "optuna_trial_number": number,
-                           "config": _config(combo, rep, steps, batch_size, base), "seed": rep,
+            config = _config(combo, rep, steps, batch_size, base)
+            trials.append({"trial_key": key, "optuna_trial_number": number, "config": config, "seed": rep,
                            "replicate_group": str(number), "replicate_index": rep, "state": "pending",
-                           "started_at": started if evaluations else None})
+                           "started_at": started if evaluations else None, **_recorded(config)})
             written = steps[:1] if dead[key] else steps
             if evaluations:
                 for i, step in enumerate(written):

@@ -292,10 +292,6 @@ def test_calibration_table_matches_a_brute_force_loop(tmp_path):
     assert "Calibration table" in text and (report["figures"] / "calibration.png").is_file()
 
 
-def test_true_mi_of_the_noniid_pairs_is_the_papers_constant():
-    assert F.TRUE_MI["noniid-gaussian"] == pytest.approx(0.020411, abs=5e-7)
-
-
 def _adversarial_study(url: str, name: str, seeds: int = 3) -> dict[int, list[tuple[float, float]]]:
     """A Fig. 1c-shaped study written through Store: no critic, no estimator, bounds null."""
     from mimax.study.store import Store

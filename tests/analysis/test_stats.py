@@ -164,7 +164,7 @@ def test_ceiling_gap_is_log_batch_size_minus_the_nce_bound(db, zero):
     nce = oracle[oracle["estimator"] == "nce"]
     gap = (np.log(nce["batch_size"]) - nce["bound_test"]).mean()
     assert corr.loc[("all", "all"), "ceiling_gap"] == pytest.approx(gap)
-    assert corr.loc[("all", "all"), "n_nce"] == len(nce)
+    assert corr.loc[("all", "all"), "n_ceiling"] == len(nce)
     assert math.isnan(corr.loc[("estimator", "nwj"), "ceiling_gap"])
     for critic, g in nce.groupby("critic"):
         assert corr.loc[("critic", critic), "ceiling_gap"] == pytest.approx((np.log(64) - g["bound_test"]).mean())

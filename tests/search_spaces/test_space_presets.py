@@ -13,7 +13,7 @@ import pytest
 
 from mimax.search_spaces import load_space, load_spec, preset_names
 from mimax.search_spaces.check import sample_params
-from mimax.search_spaces.presets import PRESET_DIR
+from mimax.search_spaces.spec import PRESET_DIR
 from mimax.trainables.config import validate
 from mimax.trainables.probes import PROBES
 

@@ -156,3 +156,13 @@ def test_invalid_yaml_is_an_error(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_space(str(path))
+
+
+def test_a_per_probe_metric_is_an_objective(tmp_path):
+    # probe_accuracy.<label>: one per probe once eval.probe may be a list (it needs a probe like probe_accuracy).
+    raw = valid()
+    raw["objectives"] = [{"metric": "probe_accuracy.linear"}]
+    assert load_space(write(tmp_path, raw)).metrics == ["probe_accuracy.linear"]
+    raw["base"]["eval"]["probe"] = "none"
+    with pytest.raises(ConfigError, match="probe_accuracy.linear needs a probe"):
+        load_space(write(tmp_path, raw))

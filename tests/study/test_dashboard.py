@@ -1,4 +1,5 @@
-"""optuna-dashboard opens a mimax database untouched and shows the study as mimax recorded it.
+"""optuna-dashboard opens a mimax database untouched and shows the study as mimax recorded it, its
+objectives by their metric names (a study launched before mimax named them gets them when it resumes).
 
 The dashboard's WSGI app is called in-process (no server, no network) through its JSON API.
 """
@@ -12,6 +13,7 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import optuna_dashboard
 import pytest
+import sqlalchemy
 
 from engine_helpers import SPACES, query, run
 
@@ -52,6 +54,7 @@ def test_dashboard_lists_the_study_with_mimax_params_and_values(tmp_path, sqlite
 
     detail = get_json(app, f"/api/studies/{studies[0]['study_id']}")
     assert detail["name"] == "mimax:dash"
+    assert detail["objective_names"] == ["probe_accuracy"]  # not "Objective 0"
     shown = {t["number"]: t for t in detail["trials"]}
     assert sorted(shown) == sorted(expected)
     for number, (lr, acc) in expected.items():
@@ -64,3 +67,29 @@ def test_dashboard_lists_the_study_with_mimax_params_and_values(tmp_path, sqlite
         assert t["values"] == [pytest.approx(acc, rel=1e-9)]
     best = max(expected.values(), key=lambda v: v[1])[1]
     assert [b["values"] for b in detail["best_trials"]] == [[pytest.approx(best, rel=1e-9)]]
+
+
+def test_a_resumed_study_gets_its_metric_names(tmp_path, sqlite_url):
+    """A study whose Optuna study has no metric names (launched before mimax named them) gets them from
+    the searcher a resume builds."""
+    from mimax.search_spaces import load_space
+    from mimax.study.searcher import StudySearcher
+    from mimax.study.store import Store
+
+    space = SPACES / "tiny-random.yaml"
+    r = run("launch", space, "--name", "old", "--db", sqlite_url, "--results-dir", tmp_path / "res", "--quiet",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert optuna.load_study(study_name="mimax:old", storage=sqlite_url).metric_names == ["probe_accuracy"]
+    engine = sqlalchemy.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DELETE FROM study_system_attributes WHERE key = 'study:metric_names'"))
+    engine.dispose()
+    assert optuna.load_study(study_name="mimax:old", storage=sqlite_url).metric_names is None
+
+    with Store(sqlite_url, create=False) as store:
+        StudySearcher(store=store, study=store.require_study("old"), space=load_space(str(space)),
+                      target_configs=1, session=1)
+    app = optuna_dashboard.wsgi(optuna.storages.RDBStorage(sqlite_url))
+    (summary,) = get_json(app, "/api/studies")["study_summaries"]
+    assert get_json(app, f"/api/studies/{summary['study_id']}")["objective_names"] == ["probe_accuracy"]

@@ -7,6 +7,8 @@ Kill tests SIGKILL the driver's whole process group at three moments and check e
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import optuna
 import pytest
@@ -20,8 +22,16 @@ TS = optuna.trial.TrialState
 
 def test_launch_records_everything_and_optuna_gets_replicate_means(tmp_path, sqlite_url):
     r = run("launch", SPACES / "tiny-grid.yaml", "--name", "s1", "--db", sqlite_url, "--results-dir",
-            tmp_path / "res", "--quiet", cwd=tmp_path)
+            tmp_path / "res", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    # Progress into a pipe: whole plain lines, one per change, no live bar cut to a width ("━━━ 12… 0:…").
+    assert "━" not in r.stderr and "…" not in r.stderr and "\r" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("s1: ")]
+    done = [int(re.match(r"s1: (\d+)/4 trials · \d\d:\d\d:\d\d · best probe_accuracy ", ln).group(1))
+            for ln in lines]
+    assert done[0] == 0 and done[-1] == 4 and done == sorted(done) and set(done) == {0, 1, 2, 3, 4}, lines
+    assert re.search(r"best probe_accuracy 0\.\d{4} · \d+ trials/h$", lines[-1]), lines[-1]
+    assert "study s1: completed (completed 4)" in r.stderr.splitlines()
     ts = trials(sqlite_url, "s1")
     assert sorted(ts) == ["c0000-s0", "c0000-s1", "c0001-s0", "c0001-s1"]
     assert all(t["state"] == "completed" and t["last_step"] == 400 and t["node"] for t in ts.values())
@@ -36,6 +46,11 @@ def test_launch_records_everything_and_optuna_gets_replicate_means(tmp_path, sql
         mean = (finals[f"c{t.number:04d}-s0"] + finals[f"c{t.number:04d}-s1"]) / 2
         assert t.value == pytest.approx(mean, rel=1e-9)
         assert t.params["estimator.name"] in ("nce", "nwj")
+    # Each trial stores what the trainer reported once: NCE's ceiling log K (K = 64), none for NWJ.
+    for key, config, ceiling, true_mi in query(sqlite_url, "SELECT trial_key, config_json, ceiling, true_mi "
+                                                           "FROM mimax_trials"):
+        nce = json.loads(config)["estimator"]["name"] == "nce"
+        assert (ceiling, true_mi) == ((pytest.approx(math.log(64)) if nce else None), None), key
     env = query(sqlite_url, "SELECT session, torch, ray, optuna FROM mimax_environment")
     assert len(env) == 1 and env[0][0] == 0 and all(env[0][1:])
     st = run("status", "s1", "--db", sqlite_url, "--json", cwd=tmp_path)

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from mimax.study.environment import collect_environment
-from mimax.study.models import TRIAL_STATES
-from mimax.study.store import LeaseLost, Store, StoreError, StudyExists, UnknownStudy, redact
+from mimax.db import STATES, DatabaseError, UnknownStudy, head_revision
+from mimax.study.store import LeaseLost, Store, StudyExists
 
 PASSWORD = "s3cr3t-pw"
 
@@ -66,7 +66,7 @@ def test_create_get_list_studies(store, study_fields):
     listed = store.list_studies()
     assert [s["name"] for s in listed] == ["alpha", "beta"]
     assert listed[1]["budget"] == "paper" and listed[1]["n_configs_requested"] is None
-    assert listed[0]["trial_counts"] == {s: 0 for s in TRIAL_STATES}
+    assert listed[0]["trial_counts"] == {s: 0 for s in STATES}
     assert sql(store.url, "SELECT count(*) FROM mimax_studies") == [(2,)]
 
 
@@ -99,9 +99,9 @@ def test_update_study_validates_fields(store, study_fields):
     got = store.get_study("alpha")
     assert (got["status"], got["n_configs_requested"], got["metrics"]) == ("interrupted", 20, ["a", "b"])
     assert got["updated_at"] >= got["created_at"]
-    with pytest.raises(StoreError, match="status"):
+    with pytest.raises(DatabaseError, match="status"):
         store.update_study("alpha", status="exploded")
-    with pytest.raises(StoreError, match="colour"):
+    with pytest.raises(DatabaseError, match="colour"):
         store.update_study("alpha", colour="red")
     assert store.get_study("alpha")["status"] == "interrupted"
 
@@ -149,23 +149,23 @@ def test_trials_round_trip(store, study_fields):
     assert t2["0-0"]["started_at"] == t["0-0"]["started_at"] and t2["0-1"]["ended_at"] is None
     store.update_trial("s", "0-1", state="completed")
     assert [r["trial_key"] for r in store.trials("s", states=["running", "failed"])] == ["0-0", "1-0"]
-    assert store.state_counts("s") == dict.fromkeys(TRIAL_STATES, 0) | {"pending": 4, "running": 1,
+    assert store.state_counts("s") == dict.fromkeys(STATES, 0) | {"pending": 4, "running": 1,
                                                                          "completed": 1, "failed": 1}
     assert store.list_studies()[0]["trial_counts"] == store.state_counts("s")
 
-    with pytest.raises(StoreError, match="no trial 'zzz'"):
+    with pytest.raises(DatabaseError, match="no trial 'zzz'"):
         store.update_trial("s", "zzz", state="running")
-    with pytest.raises(StoreError, match="state"):
+    with pytest.raises(DatabaseError, match="state"):
         store.update_trial("s", "0-0", state="exploded")
-    with pytest.raises(StoreError, match="naive"):
+    with pytest.raises(DatabaseError, match="naive"):
         store.update_trial("s", "0-0", ended_at=dt.datetime(2024, 1, 1))
-    with pytest.raises(StoreError, match="unknown trial state"):
+    with pytest.raises(DatabaseError, match="unknown trial state"):
         store.trials("s", states=["bogus"])
 
 
 def test_add_trials_requires_a_seed(store, study_fields):
     store.create_study("s", **study_fields)
-    with pytest.raises(StoreError, match="seed"):
+    with pytest.raises(DatabaseError, match="seed"):
         store.add_trials("s", [{"trial_key": "a", "config": {"lr": 1}}])
     store.add_trials("s", [{"trial_key": "a", "config": {"lr": 1}, "seed": 4}])
     assert store.trials("s")[0]["seed"] == 4
@@ -234,7 +234,7 @@ def test_failed_batch_leaves_nothing(store, study_fields, poison):
         batch.append({"trial_key": "b", "step": 30, "record": {"loss": 4.0}, "trial": {"replicate_index": None}})
     else:
         batch.append({"trial_key": "b", "step": 30, "record": {"loss": "lots"}})
-    with pytest.raises(StoreError) as err:
+    with pytest.raises(DatabaseError) as err:
         store.write_evaluations("s", batch)
     assert "\n" not in str(err.value)
     assert sql(store.url, "SELECT trial_id, step, loss, metrics FROM mimax_evaluations ORDER BY id") == before_evals
@@ -271,10 +271,10 @@ def test_claim_driver(store, study_fields):
     store.create_study("s", **study_fields)
     store.claim_driver("s", "host:1:a")
     store.claim_driver("s", "host:1:a")  # re-claiming one's own lease is fine
-    with pytest.raises(StoreError, match=r"study 's' is being run by host:1:a \(heartbeat \d+ s ago\)"):
+    with pytest.raises(DatabaseError, match=r"study 's' is being run by host:1:a \(heartbeat \d+ s ago\)"):
         store.claim_driver("s", "host:2:b")
     asked = []
-    with pytest.raises(StoreError, match="host:1:a"):
+    with pytest.raises(DatabaseError, match="host:1:a"):
         store.claim_driver("s", "host:2:b", alive=lambda o: asked.append(o) or True)
     assert asked == ["host:1:a"]
     store.claim_driver("s", "host:2:b", alive=lambda o: False)  # holder known dead: taken over
@@ -289,7 +289,7 @@ def test_claim_driver(store, study_fields):
     store.heartbeat("s", "host:3:c")
     beat = store.get_study("s")["driver_heartbeat_at"]
     assert abs((dt.datetime.now(dt.UTC) - beat).total_seconds()) < 5
-    with pytest.raises(StoreError, match="host:3:c"):
+    with pytest.raises(DatabaseError, match="host:3:c"):
         store.claim_driver("s", "host:4:d", stale_after_s=60)
     store.release_driver("s", "host:3:c")
     got = store.get_study("s")
@@ -309,7 +309,7 @@ def test_claim_driver_is_atomic(store, study_fields):
         try:
             store.claim_driver("s", f"host:{i}:x")
             won.append(i)
-        except StoreError:
+        except DatabaseError:
             lost.append(i)
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
@@ -336,7 +336,7 @@ def test_claim_driver_is_atomic(store, study_fields):
 ])
 def test_bad_url_gives_one_line_without_password(url, expect):
     t = time.perf_counter()
-    with pytest.raises(StoreError) as err:
+    with pytest.raises(DatabaseError) as err:
         Store(url)
     assert time.perf_counter() - t < 6
     msg = str(err.value)
@@ -345,7 +345,7 @@ def test_bad_url_gives_one_line_without_password(url, expect):
 
 def test_wrong_database_on_a_live_server(pg_databases):
     url = pg_databases.url_for("mimax_no_such_db_x", password=PASSWORD)
-    with pytest.raises(StoreError) as err:
+    with pytest.raises(DatabaseError) as err:
         Store(url)
     msg = str(err.value)
     assert pg_databases.server in msg and "mimax_no_such_db_x" in msg and PASSWORD not in msg and "\n" not in msg
@@ -357,7 +357,7 @@ def test_password_never_shown(pg_databases, study_fields):
     store = Store(url)
     try:
         assert store.url == url and PASSWORD not in store.display_url and PASSWORD not in repr(store)
-        assert redact(url) == store.display_url
+        assert sa.engine.make_url(url).render_as_string(hide_password=True) == store.display_url
         with pytest.raises(UnknownStudy) as err:
             store.require_study("x")
         assert PASSWORD not in str(err.value)
@@ -382,20 +382,20 @@ def test_open_without_create(db_url, tmp_path, study_fields):
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE other (id INTEGER PRIMARY KEY)"))
     engine.dispose()
-    with pytest.raises(StoreError, match="no mimax tables in"):
+    with pytest.raises(DatabaseError, match="no mimax tables in"):
         Store(db_url, create=False)
-    with pytest.raises(StoreError, match="no database file"):
+    with pytest.raises(DatabaseError, match="no database file"):
         Store(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
     Store(db_url).close()
     store = Store(db_url, create=False)
     store.create_study("s", **study_fields)
-    assert store.schema_version() == "0002"
+    assert store.schema_version() == head_revision()
     store.close()
 
 
 def test_sqlite_pragmas(sqlite_url):
     store = Store(sqlite_url)
-    with store._engine.connect() as conn:
+    with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -415,9 +415,9 @@ def test_optuna_storage_beside_mimax_tables(store, study_fields):
     tables = set(sa.inspect(sa.create_engine(store.url)).get_table_names())
     assert {"alembic_version", "mimax_alembic_version", "studies", "trials", "mimax_studies", "mimax_trials",
             "mimax_evaluations", "mimax_environment"} <= tables
-    assert sql(store.url, "SELECT version_num FROM mimax_alembic_version") == [("0002",)]
+    assert sql(store.url, "SELECT version_num FROM mimax_alembic_version") == [(head_revision(),)]
     (optuna_rev,), = sql(store.url, "SELECT version_num FROM alembic_version")
-    assert optuna_rev != "0002"  # Optuna's own revision, untouched by mimax
+    assert optuna_rev != head_revision()  # Optuna's own revision, untouched by mimax
     loaded = optuna.load_study(study_name="optuna-x", storage=store.url)
     assert len(loaded.trials) == 3 and loaded.best_value <= 0
     reopened = Store(store.url, create=False)  # and mimax still opens the shared database

@@ -45,10 +45,10 @@ def run(claims: str, db: str | None, *, n_boot: int = N_BOOT, seed: int = 0, bud
     only the claims about that study."""
     from mimax.analysis.claims.spec import load_claims
     from mimax.analysis.claims.verify import verify
-    from mimax.study.engine import db_url
+    from mimax.db import choose_url
 
     parsed, source = load_claims(claims)
-    return verify(parsed, source, db_url(db), n_boot=n_boot, seed=seed, budget=budget, data=data)
+    return verify(parsed, source, choose_url(db), n_boot=n_boot, seed=seed, budget=budget, data=data)
 
 
 def verify_command(args) -> int:

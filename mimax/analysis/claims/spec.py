@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mimax.contract import load_yaml
 from mimax.errors import ConfigError, from_validation_error
-from mimax.search_spaces.spec import load_yaml, show
+from mimax.search_spaces.spec import show
 
 __all__ = ["SHIPPED", "Bound", "Claim", "ClaimsFile", "Correlation", "Order", "Versus", "claim_error",
            "load_claims", "shipped_names"]
@@ -279,7 +280,7 @@ def load_claims(name_or_path: str) -> tuple[ClaimsFile, str]:
     name its errors use. Raises ConfigError."""
     path, source = resolve_path(name_or_path)
     try:
-        raw = load_yaml(str(path))
+        raw = load_yaml(str(path), "claims")
     except ConfigError as e:  # "<path> is not valid YAML: ...", "<path> line 3: duplicate key 'id'"
         raise ConfigError(source, e.message.removeprefix(str(path)).strip()) from None
     if not isinstance(raw, dict):

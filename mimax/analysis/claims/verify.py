@@ -20,6 +20,7 @@ from mimax.analysis.claims import evidence as E
 from mimax.analysis.claims.spec import Claim, ClaimsFile, Versus, claim_error
 from mimax.analysis.load import SHORT_FACTORS, AnalysisError, StudyData, list_studies, load
 from mimax.analysis.stats import final_metrics
+from mimax.errors import ConfigError
 from mimax.search_spaces.spec import show
 
 __all__ = ["CEILING_NOTE", "Stratum", "Verdict", "Verification", "ceilings", "values", "verify", "yaml_equal"]
@@ -420,7 +421,7 @@ class _Studies:
     def name(self, ctx: _Claim, ref, prefix: str = "") -> str:
         if ref.study is not None:
             return ref.study
-        from mimax.search_spaces import load_spec, preset_names
+        from mimax.search_spaces.spec import load_spec, preset_names
 
         if ref.preset not in preset_names():
             raise ctx.error(f"{prefix}preset", f"unknown preset {ref.preset!r} (choose from {', '.join(preset_names())})")
@@ -443,7 +444,7 @@ class _Studies:
             raise ctx.error(key, f"unknown study {name!r} (known: {', '.join(self._known) or 'none'})")
         try:
             self.cache[name] = load(self.db_url, name)
-        except AnalysisError as e:
+        except ConfigError as e:  # an empty study (AnalysisError), an unreadable database (DatabaseError)
             raise ctx.error(key, str(e)) from None
         return self.cache[name]
 

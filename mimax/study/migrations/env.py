@@ -1,6 +1,6 @@
 """Alembic environment for mimax's own tables.
 
-mimax runs this programmatically (``mimax.study.store``), handing over an open connection whose
+mimax runs this programmatically (``mimax.db``), handing over an open connection whose
 transaction it owns; ``alembic -x url=...`` from a shell works too. Optuna's tables live in the same
 database with Optuna's own ``alembic_version``: mimax records its revision in
 ``mimax_alembic_version`` and autogenerate looks only at tables named ``mimax_*``.
@@ -11,9 +11,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from mimax.study.models import Base
+from mimax.db import VERSION_TABLE, Base
 
-VERSION_TABLE = "mimax_alembic_version"
 config = context.config
 
 

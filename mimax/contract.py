@@ -1,0 +1,260 @@
+"""The trial contract, free of torch: what a trial config is, what it is made of, what it reports, and the
+records its Ray adapter hands to the study.
+
+``search_spaces``, ``study``, ``analysis`` and ``trainables`` import it instead of keeping copies. The
+component sections stay ``dict | str`` here: their registries need torch, so ``trainables.config.resolve``
+validates them (and fills their defaults in).
+
+- A new component family: add it to ``FAMILIES`` (and its section to ``TrialConfig``).
+- A new training mode: add it to ``MODES``; give the metrics only it reports ``mode=`` in ``METRICS``.
+- A new metric: add a ``Metric`` to ``METRICS`` (a family of names, like ``log_cond_p50``, as a pattern);
+  a float reported at every evaluation that deserves its own database column goes in ``EVAL_FLOATS``
+  (and a migration).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mimax.errors import ConfigError
+
+# ---- the trial config -----------------------------------------------------------------------------
+
+MODES = ("infomax", "adversarial")
+# Speed switches of the infomax training step, left out of a stored config at these defaults (below).
+SPEED_DEFAULTS = {"precision": "fp32", "compile": "none"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(ge=0)
+    batch_size: int = Field(default=128, ge=2)
+    lr: float = Field(default=1e-4, gt=0)
+    mode: Literal[MODES] = "infomax"
+    # Speed switches for the infomax training step (evaluation always runs in float32, uncompiled):
+    # bf16 autocast of the encoders and critic (the estimator sees float32 scores), and torch.compile
+    # of the step's forward ("reduce-overhead" adds CUDA graphs on a GPU).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: Literal["none", "default", "reduce-overhead"] = "none"
+
+
+class EvalConfig(_Strict):
+    every: int = Field(ge=1)
+    probe: str | dict = "torch"
+    bound_batches: int = Field(default=20, ge=1)
+    probe_train_size: int | None = Field(default=None, ge=10)
+    jacobian: bool = False
+    jacobian_batch: int = Field(default=128, ge=1)
+
+
+class AdversarialConfig(_Strict):
+    """Fig. 1c: a linear softmax classifier against an encoder that tries to make its output uniform."""
+
+    warmup: int = Field(default=1000, ge=0)
+    classifier_steps: int = Field(default=10, ge=1)
+    classifier_lr: float = Field(default=1e-3, gt=0)
+    encoder_lr: float = Field(default=1e-5, gt=0)
+
+
+class TrialConfig(_Strict):
+    data: dict | str
+    encoder: dict | str
+    critic: dict | str | None = None
+    estimator: dict | str | None = None
+    train: TrainConfig
+    eval: EvalConfig
+    adversarial: AdversarialConfig | None = None
+    seed: int = Field(default=0, ge=0)
+    device: str = "cpu"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("cpu", "cuda", "auto") and not value.startswith("cuda:"):
+            raise ValueError(f"expected cpu, cuda, cuda:N or auto, got {value!r}")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        # The speed switches are left out at their defaults, so a config stored before they existed
+        # hashes, compares and resumes as the same config.
+        for key, default in SPEED_DEFAULTS.items():
+            if out["train"][key] == default:
+                del out["train"][key]
+        return out
+
+
+# The top-level sections a search space may set (``seed`` is set per replicate).
+SECTIONS = tuple(k for k in TrialConfig.model_fields if k != "seed")
+# Component families, each with a registry in ``trainables``; the probe's section is ``eval.probe``.
+FAMILIES = ("data", "encoder", "critic", "estimator", "probe")
+# The families whose section is a top-level key of the config (analysis names them by their ``name``).
+SECTION_FAMILIES = tuple(f for f in FAMILIES if f in SECTIONS)
+
+
+# ---- what a trial reports -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Metric:
+    """A key a trial reports: in each evaluation record, or (``params.*``) once, with its parameter counts.
+    ``mode``: the one training mode that reports it (None: every mode); ``needs``: the evaluation switch it
+    needs too, "probe" (eval.probe not 'none') or "jacobian" (eval.jacobian true)."""
+
+    name: str  # a regular expression when ``shown`` (how messages write it) is given
+    mode: str | None = None
+    needs: str | None = None
+    shown: str | None = None
+
+    def matches(self, key: str) -> bool:
+        return re.fullmatch(self.name, key) is not None if self.shown else key == self.name
+
+    def missing(self, config: TrialConfig) -> str | None:
+        """What ``config`` lacks for a trial of it to report this metric; None when it reports it."""
+        if self.mode is not None and config.train.mode != self.mode:
+            return f"train.mode {self.mode}"
+        if self.needs == "probe" and config.eval.probe == "none":
+            return "a probe, but eval.probe is 'none'"
+        if self.needs == "jacobian" and not config.eval.jacobian:
+            return "eval.jacobian true"
+        return None
+
+
+METRICS = (
+    Metric("probe_accuracy", needs="probe"),
+    # One per probe once eval.probe may be a list; probe_accuracy stays the first probe's.
+    Metric(r"probe_accuracy\.[A-Za-z0-9_-]+", needs="probe", shown="probe_accuracy.LABEL"),
+    Metric("bound_train", mode="infomax"),
+    Metric("bound_test", mode="infomax"),
+    Metric("loss"),
+    Metric("classifier_accuracy", mode="adversarial"),
+    Metric("wall_s"),
+    Metric("params.g1"),
+    Metric("params.g2", mode="infomax"),
+    Metric("params.critic", mode="infomax"),
+    Metric("params.estimator", mode="infomax"),  # only an estimator with parameters (MINE, TUBA) has it
+    Metric("params.classifier", mode="adversarial"),
+    Metric(r"log_cond_p\d+(\.\d+)?", needs="jacobian", shown="log_cond_pQ"),  # the Jacobian's percentiles
+)
+
+
+def metric(key: str) -> Metric | None:
+    """The metric a key names, or None."""
+    return next((m for m in METRICS if m.matches(key)), None)
+
+
+def mode_metrics(mode: str) -> tuple[str, ...]:
+    """The evaluation metrics (by name; patterns and parameter counts left out) only ``mode`` reports."""
+    return tuple(m.name for m in METRICS if m.mode == mode and not m.shown and not m.name.startswith("params."))
+
+
+# Evaluation-record floats with a database column of their own (mimax_evaluations); the whole record is
+# stored beside them as JSON.
+EVAL_FLOATS = ("bound_train", "bound_test", "probe_accuracy", "loss", "wall_s")
+# The metrics a pack's result carries at top level as its members' mean (what a scheduler compares).
+MEAN_KEYS = ("bound_train", "bound_test", "probe_accuracy", "loss", "classifier_accuracy")
+# What a trial reports once, beside its parameter counts, and the study stores with the trial (nats).
+TRIAL_FLOATS = ("ceiling", "true_mi")
+
+
+# ---- records between the Ray adapter and the study ------------------------------------------------
+
+class EvalRecord(TypedDict, total=False):
+    """One evaluation of one replicate, as the study stores it; beside these keys ``log_cond_p*`` (with
+    eval.jacobian) and ``probe_accuracy.<label>`` (one per probe)."""
+
+    event: Literal["eval", "diverged"]
+    step: int
+    bound_train: float | None
+    bound_test: float | None
+    probe_accuracy: float | None
+    loss: float | None
+    wall_s: float
+    classifier_accuracy: float  # adversarial mode
+    reason: str  # why a replicate diverged
+    pack_size: int  # added by the study, as the two below
+    replayed: bool  # re-reported from a checkpoint
+
+
+class Member(TypedDict):
+    trial_key: str
+    seed: int
+    ended: NotRequired[bool]  # its outcome is stored already: it rides along in a resumed pack
+
+
+class PackConfig(TypedDict):
+    """A Ray trial's config: one configuration trained for one or more seeds (its members)."""
+
+    pack_key: str
+    trial: dict  # the trial config without ``seed``
+    members: list[Member]
+    resume_from: str | None  # a checkpoint directory to continue from
+
+
+class PackItem(PackConfig):
+    """A pack in the searcher's queue: its configuration's Optuna trial number, and once it did not fit
+    its device, the pack size to run its members in."""
+
+    number: int
+    split: NotRequired[int]
+
+
+class PackResult(TypedDict, total=False):
+    """One ``tune.report`` of a pack; beside these keys ``params.<module>`` (parameter counts) and the
+    members' mean of each of ``MEAN_KEYS``."""
+
+    step: int
+    event: Literal["eval", "diverged"]
+    records: dict[str, EvalRecord]  # trial_key -> its new record (Ray may flatten it to records/KEY/x)
+    replayed: bool
+    pack_size: int
+    pack_split: int  # the pack trained nothing: run its members in packs of this size
+    node_id: str
+    node_ip: str
+    device: str
+    ceiling: float | None  # TRIAL_FLOATS
+    true_mi: float | None
+
+
+# ---- files ----------------------------------------------------------------------------------------
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that rejects duplicate keys (plain PyYAML keeps the last one silently). Merge keys
+    (``<<: *anchor``) work: the keys written beside one override the merged ones."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, str) and key in seen:
+            raise ConfigError("", f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: str, kind: str) -> Any:
+    """A YAML file (a ``kind`` file: "config", "space") as data; every problem one ConfigError line."""
+    try:
+        with open(path) as fh:
+            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except FileNotFoundError:
+        raise ConfigError("", f"{kind} file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError("", f"expected a {kind} file, got a directory: {path}") from None
+    except ConfigError as exc:
+        raise ConfigError("", f"{path} {exc.message}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None

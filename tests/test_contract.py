@@ -1,0 +1,100 @@
+"""mimax.contract: which metrics a trial of a config reports, checked against what ``mimax train`` really
+reports for an InfoMax trial (with the Jacobian diagnostics) and an adversarial one; the config's sections;
+the one YAML loader."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from mimax.cli import main
+from mimax.contract import FAMILIES, METRICS, MODES, SECTIONS, TrialConfig, load_yaml, metric, mode_metrics
+from mimax.errors import ConfigError
+
+INFOMAX = {
+    "data": {"name": "digits"}, "encoder": {"name": "mlp", "hidden": [16], "out_dim": 8},
+    "critic": {"name": "bilinear"}, "estimator": {"name": "nce"},
+    "train": {"steps": 2, "batch_size": 16}, "eval": {"every": 2, "bound_batches": 1, "jacobian": True,
+                                                      "jacobian_batch": 4},
+}
+ADVERSARIAL = {
+    "data": {"name": "digits"}, "encoder": {"name": "mlp", "hidden": [16], "out_dim": 8},
+    "train": {"steps": 2, "batch_size": 16, "mode": "adversarial"}, "eval": {"every": 2},
+    "adversarial": {"warmup": 1, "classifier_steps": 1},
+}
+
+
+def reported_keys(tmp_path, capsys, config: dict) -> set[str]:
+    """The metric keys a ``mimax train --json`` run of ``config`` reports with a value."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    start, evals = records[0], [r for r in records if r["event"] == "eval"]
+    keys = {f"params.{k}" for k, n in start["params"].items() if n}
+    return keys | {k for r in evals for k, v in r.items() if v is not None and k not in ("event", "step")}
+
+
+@pytest.mark.parametrize("config", [INFOMAX, ADVERSARIAL], ids=["infomax", "adversarial"])
+def test_a_trial_reports_what_the_contract_says(tmp_path, capsys, config):
+    keys = reported_keys(tmp_path, capsys, config)
+    cfg = TrialConfig(**config)
+    for key in keys:  # everything reported is a metric, one that this config reports
+        assert metric(key) is not None and metric(key).missing(cfg) is None, key
+    promised = [m for m in METRICS if m.missing(cfg) is None and m.shown != "probe_accuracy.LABEL"]
+    optional = {"params.estimator"}  # an estimator without parameters (NCE) has none to count
+    for m in promised:  # and every metric the contract promises for it is reported
+        assert m.name in optional or any(m.matches(k) for k in keys), m.shown or m.name
+
+
+def test_what_a_config_lacks_for_a_metric():
+    infomax, adversarial = TrialConfig(**INFOMAX), TrialConfig(**ADVERSARIAL, critic=None)
+    no_probe = TrialConfig(**dict(INFOMAX, eval={"every": 1, "probe": "none"}))
+    assert metric("bound_test").missing(adversarial) == "train.mode infomax"
+    assert metric("classifier_accuracy").missing(infomax) == "train.mode adversarial"
+    assert metric("probe_accuracy").missing(no_probe) == "a probe, but eval.probe is 'none'"
+    assert metric("probe_accuracy.fashion").missing(no_probe) == "a probe, but eval.probe is 'none'"
+    assert metric("log_cond_p95").missing(no_probe) == "eval.jacobian true"
+    assert metric("log_cond_p2.5").missing(infomax) is None
+    assert mode_metrics("adversarial") == ("classifier_accuracy",)
+    assert mode_metrics("infomax") == ("bound_train", "bound_test")
+
+
+@pytest.mark.parametrize("key", ["probe_acc", "probe_accuracy.", "probe_accuracy.a.b", "log_cond_pX", "params.g3"])
+def test_unknown_metrics(key):
+    assert metric(key) is None
+
+
+def test_the_modes_are_the_trainers():
+    from mimax.trainables.modes import MODES as STRATEGIES
+
+    assert set(MODES) == set(STRATEGIES)
+
+
+def test_sections_and_families():
+    assert SECTIONS == ("data", "encoder", "critic", "estimator", "train", "eval", "adversarial", "device")
+    assert set(FAMILIES) - set(SECTIONS) == {"probe"}  # its section is eval.probe
+
+
+def test_device_is_checked_by_the_model():
+    with pytest.raises(Exception, match="expected cpu, cuda, cuda:N or auto, got 'tpu'"):
+        TrialConfig(**dict(INFOMAX, device="tpu"))
+    assert TrialConfig(**dict(INFOMAX, device="cuda:1")).device == "cuda:1"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("a: 1\nb: 2\na: 3\n", "line 3: duplicate key 'a'"),
+    ("a: [1,\n", "is not valid YAML"),
+])
+def test_load_yaml_errors_are_one_line(tmp_path, text, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_yaml(str(path), "config")
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_yaml(str(tmp_path / "none.yaml"), "config")
+    with pytest.raises(ConfigError, match="expected a space file, got a directory"):
+        load_yaml(str(tmp_path), "space")

@@ -26,8 +26,14 @@ from mimax.errors import ConfigError
 # ---- the trial config -----------------------------------------------------------------------------
 
 MODES = ("infomax", "adversarial")
+INITS = ("torch", "tf")  # how layers start: PyTorch's defaults, or Keras' (the paper's notebook)
 # Speed switches of the infomax training step, left out of a stored config at these defaults (below).
 SPEED_DEFAULTS = {"precision": "fp32", "compile": "none"}
+# Keys added after studies were stored: left out of a stored config at these defaults, so a config stored
+# before they existed hashes, compares and resumes as the same config. (section or None, key) -> default.
+LATER_DEFAULTS = {**{("train", k): v for k, v in SPEED_DEFAULTS.items()}, ("train", "adam"): "torch",
+                  (None, "init"): "torch"}
+PROBE_LABEL = r"[A-Za-z0-9_-]+"  # a probe's label names its metric, probe_accuracy.<label>
 
 
 class _Strict(BaseModel):
@@ -44,11 +50,16 @@ class TrainConfig(_Strict):
     # of the step's forward ("reduce-overhead" adds CUDA graphs on a GPU).
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: Literal["none", "default", "reduce-overhead"] = "none"
+    # Adam's ε as PyTorch adds it (to the bias-corrected √v̂) or as TF1's AdamOptimizer, which the paper's
+    # notebook uses, adds it (to the uncorrected √v); they differ early and for tiny gradients.
+    adam: Literal["torch", "tf1"] = "torch"
 
 
 class EvalConfig(_Strict):
     every: int = Field(ge=1)
-    probe: str | dict = "torch"
+    # One probe (a name or a section), "none", or a list of probes: each one's accuracy is recorded as
+    # probe_accuracy.<label> (label: its ``label``, else its name) and probe_accuracy is the first one's.
+    probe: str | dict | list = "torch"
     bound_batches: int = Field(default=20, ge=1)
     probe_train_size: int | None = Field(default=None, ge=10)
     jacobian: bool = False
@@ -74,6 +85,7 @@ class TrialConfig(_Strict):
     adversarial: AdversarialConfig | None = None
     seed: int = Field(default=0, ge=0)
     device: str = "cpu"
+    init: Literal[INITS] = "torch"
 
     @field_validator("device")
     @classmethod
@@ -84,11 +96,10 @@ class TrialConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         out = self.model_dump(mode="json")
-        # The speed switches are left out at their defaults, so a config stored before they existed
-        # hashes, compares and resumes as the same config.
-        for key, default in SPEED_DEFAULTS.items():
-            if out["train"][key] == default:
-                del out["train"][key]
+        for (section, key), default in LATER_DEFAULTS.items():
+            node = out if section is None else out[section]
+            if node[key] == default:
+                del node[key]
         return out
 
 
@@ -130,7 +141,7 @@ class Metric:
 METRICS = (
     Metric("probe_accuracy", needs="probe"),
     # One per probe once eval.probe may be a list; probe_accuracy stays the first probe's.
-    Metric(r"probe_accuracy\.[A-Za-z0-9_-]+", needs="probe", shown="probe_accuracy.LABEL"),
+    Metric(rf"probe_accuracy\.{PROBE_LABEL}", needs="probe", shown="probe_accuracy.LABEL"),
     Metric("bound_train", mode="infomax"),
     Metric("bound_test", mode="infomax"),
     Metric("loss"),

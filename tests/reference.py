@@ -6,7 +6,8 @@ Plain modules built from the registries in the trainer's order under the seed; t
 bounds on the evaluation batches, the probe on g1's features (the ``torch`` probe by a plain single
 L-BFGS, below; the ``sklearn`` probe, the paper's solver, as it is), the Jacobian diagnostic by
 autograd's per-example Jacobian and numpy's percentiles, and the adversarial game of Fig. 1c. No replicate
-axis, no vmap, no checkpoints, no speed switches.
+axis, no vmap, no checkpoints, no speed switches. The ``init: tf`` scheme and TF1's Adam ε come from their
+modules (``init.apply_init``, ``optim.tf1_epsilon``), each tested against its own oracle.
 
 ``Trainer`` at R = 1, and every replicate of a pack, must give the records ``reference_records`` gives
 for its seed, up to float rounding (tests/trainables/test_packed.py, test_loop.py).
@@ -23,6 +24,8 @@ import torch
 from torch import nn
 
 from mimax.trainables.config import resolve
+from mimax.trainables.init import apply_init
+from mimax.trainables.optim import tf1_epsilon
 
 
 @contextmanager
@@ -183,10 +186,15 @@ def reference_run(config: dict[str, Any], seed: int) -> tuple[list[dict[str, Any
         else:
             classifier = nn.Linear(g1.out_dim, data.n_classes)
             modules = [g1, classifier]
+        for m in modules:  # the init scheme, tested on its own in test_init.py, in build order
+            apply_init(m, cfg.init)
 
     def adam(ms, lr):
         params = [p for m in ms for p in m.parameters()]
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+        opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+        if cfg.train.adam == "tf1":  # TF1's ε, tested on its own in test_optim.py
+            tf1_epsilon(opt)
+        return opt
 
     if infomax:
         opt = adam(modules, cfg.train.lr)
@@ -217,15 +225,19 @@ def reference_run(config: dict[str, Any], seed: int) -> tuple[list[dict[str, Any
             rec["bound_train"] = rec["bound_test"] = None
             rec["classifier_accuracy"] = float((classifier(g1(x_game_test)).argmax(1) == y_game_test).float().mean())
         rec["probe_accuracy"] = None
-        if res.probe is not None:
+        if res.probes:
             x_tr, y_tr, x_te, y_te = data.probe_data(eval_gen(step, 3))
             n = cfg.eval.probe_train_size or len(y_tr)
             f_tr, f_te = g1(x_tr[:n]), g1(x_te)
-            p_cls, p_params = res.probe
-            if p_cls.name == "torch":
-                rec["probe_accuracy"] = torch_probe_fit(p_params, f_tr, y_tr[:n]).score(f_te, y_te)
-            else:
-                rec["probe_accuracy"] = p_cls(p_params).fit_score(f_tr, y_tr[:n], f_te, y_te)
+            for i, (label, p_cls, p_params) in enumerate(res.probes):
+                if p_cls.name == "torch":
+                    acc = torch_probe_fit(p_params, f_tr, y_tr[:n]).score(f_te, y_te)
+                else:
+                    acc = p_cls(p_params).fit_score(f_tr, y_tr[:n], f_te, y_te)
+                if i == 0:
+                    rec["probe_accuracy"] = acc
+                if isinstance(cfg.eval.probe, list):
+                    rec[f"probe_accuracy.{label}"] = acc
         rec["loss"] = loss
         if cfg.eval.jacobian:
             x = data.eval_batches("test", cfg.eval.jacobian_batch, 1, eval_gen(step, 4))[0][0]

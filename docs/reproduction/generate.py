@@ -179,7 +179,7 @@ class Source:
             sessions = "; ".join(_session(e) for e in envs) or "none recorded"
             machines = "; ".join(dict.fromkeys(_machine(e) for e in envs)) or "–"
             done = s["trial_counts"].get("completed", 0)
-            rows.append([s["name"], s["budget"], s["status"], f"{done} / {s['n_trials']}", sessions, machines])
+            rows.append([s["name"], s["budget"], s["status"], f"{done} / {sum(s['trial_counts'].values())}", sessions, machines])
         lines = [f"The database: {where}, {len(self.studies)} "
                  f"{'study' if len(self.studies) == 1 else 'studies'}.", "",
                  placeholders.table(["study", "budget", "status", "trials completed / total",

@@ -144,7 +144,7 @@ def analyze(data, db_url: str, *, how: str = "last", n_boot: int = 2000, seed: i
     from mimax.analysis import stats
     from mimax.analysis.importance import METHODS, importances
 
-    effects, pairwise = stats.effect_tables(data, how=how, n_boot=n_boot, seed=seed)
+    effects, pairwise = stats.effect_tables(data, stats.result_metrics(data), how=how, n_boot=n_boot, seed=seed)
     results = {
         "configurations": stats.configurations(data, how=how, n_boot=n_boot, seed=seed),
         "effects": effects,

@@ -447,12 +447,38 @@ def _metadata(data, results: dict) -> list[tuple[str, str]]:
         ("trials", n_trials),
         ("factors", ", ".join(summary.get("factors") or data.factors) or "none"),
         ("objectives", ", ".join(f"{m} ({d})" for m, d in zip(s.get("metrics") or [], s.get("directions") or []))),
+        *_protocol(data.trials),
         ("status", s.get("status")),
         ("created", _num(s["created_at"]) if s.get("created_at") is not None else None),
         ("database", getattr(data, "url", "")),
         ("results directory", s.get("results_dir")),
     ]
     return [(k, "" if v is None else str(v)) for k, v in items]
+
+
+INIT_WORDS = {"torch": "torch (PyTorch's defaults)", "tf": "tf (Keras': Glorot-uniform weights, zero biases)"}
+ADAM_WORDS = {"torch": "torch (ε on the bias-corrected √v̂)", "tf1": "tf1 (TF1's ε, on the uncorrected √v)"}
+
+
+def _protocol(trials) -> list[tuple[str, str]]:
+    """How the trials were run, where configs may differ: init, Adam's ε and the probes (label: settings).
+    A key a trial's stored config lacks is at the default it had before the key existed."""
+    def values(column: str, default: str) -> list[str]:
+        col = trials[column] if column in trials.columns else None
+        return sorted({default if v is None or v != v else str(v) for v in (col if col is not None else [None])})
+
+    probes = set()
+    for raw in (trials["eval.probe"] if "eval.probe" in trials.columns else []):
+        if isinstance(raw, str) and raw.startswith("["):  # a list of probes, stored as its JSON text
+            for p in json.loads(raw):
+                label, name = p.get("label", p["name"]), p["name"]
+                settings = ", ".join(f"{k} {v}" for k, v in p.items() if k not in ("label", "name"))
+                probes.add(f"{label}: {name} ({settings})" if label != name else f"{name} ({settings})")
+    if not probes and "eval.probe.name" in trials.columns:
+        probes = {str(v) for v in trials["eval.probe.name"].dropna()}
+    return [("initialisation", "; ".join(INIT_WORDS.get(v, v) for v in values("init", "torch"))),
+            ("Adam", "; ".join(ADAM_WORDS.get(v, v) for v in values("train.adam", "torch"))),
+            ("probes", "; ".join(sorted(probes)) or "none")]
 
 
 def _space_text(data) -> str:

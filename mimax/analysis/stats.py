@@ -90,6 +90,11 @@ def _ci(boot: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
         return np.nanpercentile(boot, 2.5, axis=axis), np.nanpercentile(boot, 97.5, axis=axis)
 
 
+def result_metrics(data: StudyData) -> tuple[str, ...]:
+    """``METRICS`` and, where a study records several probes, each one's accuracy (probe_accuracy.<label>)."""
+    return (*METRICS, *sorted(c for c in data.evaluations.columns if c.startswith("probe_accuracy.")))
+
+
 def _metrics(frame: pd.DataFrame, metric_cols: Sequence[str]) -> list[str]:
     return [m for m in metric_cols if m in frame.columns and frame[m].notna().any()]
 

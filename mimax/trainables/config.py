@@ -19,13 +19,14 @@ so the stored config says exactly what ran.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import yaml
 from pydantic import ValidationError
 
-from mimax.contract import SPEED_DEFAULTS, AdversarialConfig, TrialConfig
+from mimax.contract import PROBE_LABEL, SPEED_DEFAULTS, AdversarialConfig, TrialConfig
 from mimax.errors import ConfigError, from_validation_error
 from mimax.trainables.base import Params, ViewSpec, lookup, parse_params
 from mimax.trainables.data import DATASETS
@@ -43,7 +44,7 @@ class Resolved:
     encoder: tuple[type, Params]
     critic: tuple[type, Params] | None
     estimator: tuple[type, Params] | None
-    probe: tuple[type, Params] | None
+    probes: list[tuple[str, type, Params]]  # (label, class, params), in the config's order; [] for none
     view: ViewSpec
 
 
@@ -90,15 +91,9 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
             if getattr(cfg.train, key) != default:
                 raise ConfigError(f"train.{key}", "only used with train.mode 'infomax'; remove it")
 
-    probe = None
-    probe_sec: Any = cfg.eval.probe
-    if probe_sec != "none":
-        p_cls, p_params, probe_sec = _component(PROBES, "eval.probe", cfg.eval.probe)
-        if not data_cls.labelled:
-            raise ConfigError(
-                "eval.probe", f"a probe needs labels; data {data_sec['name']!r} has none (use probe: none)"
-            )
-        probe = (p_cls, p_params)
+    probes, probe_sec = _probes(cfg.eval.probe)
+    if probes and not data_cls.labelled:
+        raise ConfigError("eval.probe", f"a probe needs labels; data {data_sec['name']!r} has none (use probe: none)")
     full = cfg.model_copy(
         update={
             "data": data_sec,
@@ -108,7 +103,36 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
             "adversarial": (cfg.adversarial or AdversarialConfig()) if mode.section == "adversarial" else None,
         }
     )
-    return Resolved(full, (data_cls, data_params), (enc_cls, enc_params), crit, est, probe, view)
+    return Resolved(full, (data_cls, data_params), (enc_cls, enc_params), crit, est, probes, view)
+
+
+def _probes(raw: Any) -> tuple[list[tuple[str, type, Params]], Any]:
+    """The probes of ``eval.probe`` (one, "none" or a list) and the section to store, defaults filled in.
+    A listed probe may carry a ``label`` (default: its name); labels name the metrics, so they differ."""
+    if raw == "none":
+        return [], raw
+    if not isinstance(raw, list):
+        cls, params, section = _component(PROBES, "eval.probe", raw)
+        return [(section["name"], cls, params)], section
+    if not raw:
+        raise ConfigError("eval.probe", "an empty list; give one probe or more, or 'none'")
+    probes, sections = [], []
+    for i, item in enumerate(raw):
+        where = f"eval.probe[{i}]"
+        label = item.get("label") if isinstance(item, Mapping) else None
+        item = {k: v for k, v in item.items() if k != "label"} if isinstance(item, Mapping) else item
+        cls, params, section = _component(PROBES, where, item)
+        if label is None:
+            label = section["name"]
+        elif not isinstance(label, str) or not re.fullmatch(PROBE_LABEL, label):
+            raise ConfigError(f"{where}.label", f"expected letters, digits, '_' or '-', got {label!r}")
+        else:
+            section = {"name": section["name"], "label": label, **{k: v for k, v in section.items() if k != "name"}}
+        if any(label == other for other, _, _ in probes):
+            raise ConfigError(f"{where}.label", f"a second probe labelled {label!r}; give each probe its own label")
+        probes.append((label, cls, params))
+        sections.append(section)
+    return probes, sections
 
 
 def validate(raw: Mapping[str, Any] | TrialConfig) -> TrialConfig:

@@ -11,6 +11,7 @@ from torch import nn
 
 from mimax.errors import ConfigError
 from mimax.trainables.base import Params
+from mimax.trainables.init import glorot_uniform_
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -60,6 +61,8 @@ class Bilinear(Critic):
     """uᵀ W v, W (dim_u, dim_v), no bias.
 
     Init like ``nn.Linear(dim_v, dim_u, bias=False)`` applied to v, i.e. U(-1/sqrt(dim_v), 1/sqrt(dim_v)).
+    Under ``init: tf`` like the notebook's ``Dense(dim_u, use_bias=False)`` applied to v: Glorot-uniform with
+    fan_in dim_v and fan_out dim_u (``init_tf``).
     """
 
     name = "bilinear"
@@ -68,6 +71,9 @@ class Bilinear(Critic):
         super().__init__(params, dim_u, dim_v)
         bound = 1 / math.sqrt(dim_v)
         self.weight = nn.Parameter(torch.empty(dim_u, dim_v).uniform_(-bound, bound))
+
+    def init_tf(self) -> None:
+        glorot_uniform_(self.weight)  # (dim_u, dim_v) is (out, in), as for nn.Linear(dim_v, dim_u)
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return (u @ self.weight) @ v.T

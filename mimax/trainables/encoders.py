@@ -11,6 +11,7 @@ from torch import nn
 
 from mimax.errors import ConfigError
 from mimax.trainables.base import Params, ViewSpec
+from mimax.trainables.init import keep_init
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -49,10 +50,11 @@ class Encoder(nn.Module):
 
 
 def _trunc_normal_(linear: nn.Linear, std: float) -> nn.Linear:
-    """The paper's near-zero init: truncated normal (at 2 std) weights, zero bias."""
+    """The paper's near-zero init: truncated normal (at 2 std) weights, zero bias. The notebook sets it
+    explicitly on these layers, so every ``init`` scheme keeps it (``keep_init``)."""
     nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
     nn.init.zeros_(linear.bias)
-    return linear
+    return keep_init(linear)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -76,7 +78,8 @@ class Identity(Encoder):
 
 
 class MLP(Encoder):
-    """dim -> hidden... -> out_dim, ReLU, last layer linear, PyTorch default init (paper: 238,300 params)."""
+    """dim -> hidden... -> out_dim, ReLU, last layer linear (paper: 238,300 params). Built with PyTorch's
+    default init; ``apply_init(…, "tf")`` gives the notebook's Glorot-uniform weights and zero biases."""
 
     name = "mlp"
 

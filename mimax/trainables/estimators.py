@@ -40,6 +40,7 @@ class Estimator(nn.Module):
     Params: ClassVar[type[Params]] = EstimatorParams
     is_lower_bound: ClassVar[bool] = True
     has_parameters: ClassVar[bool] = False  # TUBA learns a baseline
+    keeps_init: ClassVar[bool] = True  # no layers: every ``init`` leaves TUBA's baseline at 0
 
     def __init__(self, params: EstimatorParams):
         super().__init__()

@@ -30,6 +30,7 @@ from mimax.errors import ConfigError
 from mimax.trainables.config import TrialConfig, resolve
 from mimax.trainables.diagnostics import log_condition_numbers, percentiles
 from mimax.trainables.functional import Index, Stacked, join
+from mimax.trainables.init import apply_init
 from mimax.trainables.modes import MODES
 from mimax.trainables.probes import TorchProbe
 
@@ -83,13 +84,13 @@ class Trainer:
         built = []
         for seed in self.seeds:
             with seeded(seed):
-                built.append(mode.build(self.resolved, self.data.spec, self.device))
+                modules = mode.build(self.resolved, self.data.spec, self.device)
+                for module in modules.values():  # in build order, from the same seeded stream
+                    apply_init(module, self.cfg.init)
+                built.append(modules)
         self.stacks: dict[str, Stacked] = {n: Stacked([b[n] for b in built]) for n in mode.stacked}
         self.mode = mode(self, built)
-        self.probe = None
-        if self.resolved.probe is not None:
-            p_cls, p_params = self.resolved.probe
-            self.probe = p_cls(p_params)
+        self.probes = [(label, cls(params)) for label, cls, params in self.resolved.probes]
         self.gens = [torch.Generator(self.device).manual_seed(s) for s in self.seeds]
         self.step = 0
         self.wall_s = 0.0
@@ -160,7 +161,8 @@ class Trainer:
                 out.append(g1(join([x[i : i + chunk] for x in xs]), idx=sel))
         return torch.cat(out, dim=1)
 
-    def _probe(self, idx: list[int], sel: Index) -> list[float]:
+    def _probes(self, idx: list[int], sel: Index) -> dict[str, list[float]]:
+        """Each probe's accuracy for each live replicate, by label; g1's features are computed once."""
         data = [self.data.probe_data(self.eval_gen(r, 3)) for r in idx]
         n = self.cfg.eval.probe_train_size
         cut = (lambda t: t) if n is None else (lambda t: t[:n])  # noqa: E731
@@ -168,15 +170,18 @@ class Trainer:
         f_te = self.features([d[2] for d in data], sel)
         y_tr, y_te = [cut(d[1]) for d in data], [d[3] for d in data]
         same = all(torch.equal(y, y_tr[0]) for y in y_tr) and all(torch.equal(y, y_te[0]) for y in y_te)
-        if isinstance(self.probe, TorchProbe) and same:  # one batched fit for all replicates
-            return self.probe.fit_score(f_tr, y_tr[0], f_te, y_te[0])
         jobs = [(f_tr[i], y_tr[i], f_te[i], y_te[i]) for i in range(len(idx))]
         workers = min(len(jobs), torch.get_num_threads())  # the trial's CPUs (Ray sets the thread count)
-        if workers <= 1:
-            return [self.probe.fit_score(*job) for job in jobs]
-        # One fit per thread: scikit-learn's saga solver releases the GIL, and each fit is seeded.
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(lambda job: self.probe.fit_score(*job), jobs))
+        out = {}
+        for label, probe in self.probes:
+            if isinstance(probe, TorchProbe) and same:  # one batched fit for all replicates
+                out[label] = probe.fit_score(f_tr, y_tr[0], f_te, y_te[0])
+            elif workers <= 1:
+                out[label] = [probe.fit_score(*job) for job in jobs]
+            else:  # one fit per thread: scikit-learn's saga solver releases the GIL, and each fit is seeded
+                with ThreadPoolExecutor(workers) as pool:
+                    out[label] = list(pool.map(lambda job, p=probe: p.fit_score(*job), jobs))
+        return out
 
     def _jacobian(self, idx: list[int], sel: Index) -> list[dict[str, float]]:
         b = self.cfg.eval.jacobian_batch
@@ -190,12 +195,16 @@ class Trainer:
         self._set_train(False)
         idx = [r for r in range(self.size) if self.alive[r]]
         metrics = self.mode.metrics(idx, self._sel)
-        probe = [None] * len(idx) if self.probe is None else self._probe(idx, self._sel)
+        probes = self._probes(idx, self._sel) if self.probes else {}
+        first = next(iter(probes.values()), [None] * len(idx))
+        # A list of probes records each one's accuracy by label; probe_accuracy is the first one's.
+        named = probes if isinstance(self.cfg.eval.probe, list) else {}
         jacobian = self._jacobian(idx, self._sel) if self.cfg.eval.jacobian else [{}] * len(idx)
         out: list[Record | None] = [None] * self.size
         for i, r in enumerate(idx):
             loss = self.mode.initial_loss(metrics[i]) if losses is None else losses[r]
-            out[r] = {"event": "eval", "step": self.step, **metrics[i], "probe_accuracy": probe[i], "loss": loss,
+            out[r] = {"event": "eval", "step": self.step, **metrics[i], "probe_accuracy": first[i],
+                      **{f"probe_accuracy.{label}": acc[i] for label, acc in named.items()}, "loss": loss,
                       **jacobian[i], "wall_s": self.wall_s}
         return out
 
@@ -294,8 +303,10 @@ class Trainer:
             s.load_state_dict(state["modules"][n])
         self.mode.load_state_dict(state["mode"])
         for opt, saved in zip(self.mode.optimisers, state["optimisers"]):
-            # The hyperparameters are the config's (and fused); a checkpoint brings the moments.
-            groups = [{**ours, "params": theirs["params"]}
+            # The hyperparameters are the config's (and fused); a checkpoint brings the moments, and TF1's
+            # step count where the config asks for TF1's ε (optim.tf1_epsilon).
+            groups = [{**ours, **{k: theirs[k] for k in ("tf1_step",) if k in theirs and k in ours},
+                       "params": theirs["params"]}
                       for ours, theirs in zip(opt.state_dict()["param_groups"], saved["param_groups"])]
             opt.load_state_dict({"state": saved["state"], "param_groups": groups})
         for g, gs in zip(self.gens, state["gens"]):

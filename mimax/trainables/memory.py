@@ -90,7 +90,7 @@ def replicate_bytes(config: Mapping[str, Any] | TrialConfig) -> int:
             h.remove()
         out_dim = u.shape[1]
     total = 16 * n + 2 * 4 * sum(sizes)
-    if res.probe is not None:
+    if res.probes:
         total += 2 * 4 * PROBE_ROWS * (out_dim + 10)
     if cfg.eval.jacobian:
         total += 4 * per_example * min(32, cfg.eval.jacobian_batch) * out_dim

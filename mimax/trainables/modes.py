@@ -19,17 +19,22 @@ from mimax.errors import ConfigError
 from mimax.trainables.critics import CRITICS
 from mimax.trainables.estimators import ESTIMATORS
 from mimax.trainables.functional import Index, join
+from mimax.trainables.optim import tf1_epsilon
 from mimax.trainables.speed import build_forward, stateless
 
 Component = tuple[type, Any]  # (class, its validated Params)
 
 
-def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
-    # The paper's Adam (β 0.9/0.999, ε 1e-8), fused: one pass over every (R×) tensor where the per-op
-    # implementation is bound by memory traffic (5× slower on CPU for an 8-pack of MLPs); it rounds
-    # within an ulp of the unfused one. It assumes a parameter, its gradient and its moments share one
-    # layout (it silently miscomputes otherwise): the stacks keep every parameter contiguous.
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+def adam(params: list[torch.Tensor], lr: float, flavour: str) -> torch.optim.Adam:
+    """The paper's Adam (β 0.9/0.999, ε 1e-8), with ε where PyTorch (``torch``) or TF1 (``tf1``) adds it."""
+    # Fused: one pass over every (R×) tensor where the per-op implementation is bound by memory traffic
+    # (5× slower on CPU for an 8-pack of MLPs); it rounds within an ulp of the unfused one. It assumes a
+    # parameter, its gradient and its moments share one layout (it silently miscomputes otherwise): the
+    # stacks keep every parameter contiguous.
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    if flavour == "tf1":
+        tf1_epsilon(opt)
+    return opt
 
 
 class Mode:
@@ -137,7 +142,8 @@ class InfoMax(Mode):
         cfg = trainer.cfg
         self.forward = build_forward(lambda x1, x2: critic(g1(x1), g2(x2)), losses, cfg.train, trainer.device, free)
         params = g1.parameters() + g2.parameters() + critic.parameters()
-        self.opt = adam(params + [p for e in self.estimators for p in e.parameters()], cfg.train.lr)
+        own = [p for e in self.estimators for p in e.parameters()]
+        self.opt = adam(params + own, cfg.train.lr, cfg.train.adam)
         self.optimisers = [self.opt]
 
     def step(self) -> torch.Tensor:
@@ -211,9 +217,9 @@ class Adversarial(Mode):
 
     def __init__(self, trainer, built):
         super().__init__(trainer, built)
-        adv = trainer.cfg.adversarial
-        self.opt = adam(trainer.stacks["g1"].parameters(), adv.encoder_lr)
-        self.cls_opt = adam(trainer.stacks["classifier"].parameters(), adv.classifier_lr)
+        adv, flavour = trainer.cfg.adversarial, trainer.cfg.train.adam
+        self.opt = adam(trainer.stacks["g1"].parameters(), adv.encoder_lr, flavour)
+        self.cls_opt = adam(trainer.stacks["classifier"].parameters(), adv.classifier_lr, flavour)
         self.optimisers = [self.opt, self.cls_opt]
         self.warm = False  # the classifier's warm-up is done
         self._arrays = None

@@ -271,7 +271,7 @@ def test_the_shipped_template_renders_on_the_planted_database_and_states_both_pr
 def test_the_shipped_templates_studies_and_steps_are_those_make_reproduce_runs_at_budget_cpu():
     """Every study the template names is a preset's at budget cpu, and every step it reads is one that
     budget evaluates: a preset's budget changed elsewhere shows up here, not hours into make reproduce."""
-    from mimax.search_spaces.presets import load_space, preset_names
+    from mimax.search_spaces import load_space, preset_names
 
     template = re.sub(r"\{#.*?#\}", "", generate.TEMPLATE.read_text(), flags=re.S)  # not the doc comment
     used = re.findall(r"\{\{(?:value|configs|study|calibration) ([^\s}]+)([^}]*)\}\}", template)

@@ -43,6 +43,14 @@ BAD = [
     (with_(estimator__name="infonce"), "estimator.name", "unknown estimator"),
     (with_(data__name="imagenet"), "data.name", "unknown data"),
     (with_(eval__probe="svm"), "eval.probe.name", "unknown eval.probe"),
+    (with_(init="keras"), "init", "'torch' or 'tf', got 'keras'"),
+    (with_(train__adam="tf2"), "train.adam", "'torch' or 'tf1', got 'tf2'"),
+    (with_(eval__probe=[]), "eval.probe", "an empty list"),
+    (with_(eval__probe=["torch", "torch"]), "eval.probe[1].label", "a second probe labelled 'torch'"),
+    (with_(eval__probe=["torch", {"name": "svm"}]), "eval.probe[1].name", "unknown eval.probe[1] 'svm'"),
+    (with_(eval__probe=["torch", {"name": "torch", "label": "a b"}]), "eval.probe[1].label", "got 'a b'"),
+    (with_(eval__probe=["sklearn", {"name": "torch", "C": 0}]), "eval.probe[1].C", "greater than 0"),
+    (with_(eval__probe=["torch", 3]), "eval.probe[1]", "expected a mapping with a 'name', got 3"),
     (with_(train__steps="many"), "train.steps", "integer"),
     (with_(train__lr=-1.0), "train.lr", "greater than 0"),
     (with_(train__batch_size=1.5), "train.batch_size", "integer"),
@@ -143,3 +151,18 @@ def test_cli_checkpoint_of_another_config_is_one_line(tmp_path, capsys, small_co
     assert main(["train", str(f), "--json", "--checkpoint", ck, "--set", "train.steps=20"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mimax: error: --checkpoint:") and "different trial config" in err[0]
+
+
+def test_the_protocol_keys_are_stored_only_when_set():
+    # init, train.adam: left out of the stored config at their defaults, so older studies hash the same
+    plain = validate(BASE).to_dict()
+    assert "init" not in plain and "adam" not in plain["train"]
+    paper = validate(with_(init="tf", train__adam="tf1")).to_dict()
+    assert paper["init"] == "tf" and paper["train"]["adam"] == "tf1"
+
+
+def test_a_list_of_probes_is_stored_complete_with_its_labels():
+    cfg = validate(with_(eval__probe=[{"name": "sklearn", "tol": 0.1}, {"name": "torch", "label": "fast"}]))
+    first, second = cfg.to_dict()["eval"]["probe"]
+    assert first == {"name": "sklearn", "C": 10.0, "tol": 0.1, "max_iter": 100, "random_state": 0}
+    assert second["label"] == "fast" and second["max_iter"] == 10  # defaults filled in

@@ -112,9 +112,10 @@ def torch_probe_fit(params, x: torch.Tensor, y: torch.Tensor) -> ProbeFit:
     k = len(classes)
     lo, hi = x.amin(0), x.amax(0)
     scale = torch.where(hi - lo > 0, 1.0 / (hi - lo), torch.ones_like(lo))
-    mu = (x.mean(0) - lo) * scale
-    shift = lo * scale + mu
-    sub = x[:: max(1, n // (params.precond_rows or 8192))] * scale - shift
+    scaled = (x - lo) * scale  # scikit-learn's MinMaxScaler
+    mu = scaled.mean(0)
+    xs = scaled - mu  # centred
+    sub = xs[:: max(1, n // (params.precond_rows or 8192))]
     m = None
     if params.precond_rows > 0:
         cov = (sub.T @ sub).double() / len(sub)
@@ -131,14 +132,14 @@ def torch_probe_fit(params, x: torch.Tensor, y: torch.Tensor) -> ProbeFit:
 
     def fg(theta):
         w = m @ theta[:d]
-        z = torch.addmm(theta[d] - shift @ w, x, scale[:, None] * w)
+        z = xs @ w + theta[d]
         zmax = z.amax(1, keepdim=True)
         e = torch.exp(z - zmax)
         s = e.sum(1, keepdim=True)
         loss = (torch.log(s) + zmax).sum() / n - z[rows, y_idx].sum() / n + 0.5 * lam * (w * w).sum()
         g = e / s
         g[rows, y_idx] -= 1.0
-        g_w = (scale[:, None] * (g.T @ x).T - shift[:, None] * g.sum(0)) / n + lam * w
+        g_w = xs.T @ g / n + lam * w
         return float(loss), torch.cat([m.T @ g_w, g.sum(0)[None] / n])
 
     theta = torch.zeros(d + 1, k)

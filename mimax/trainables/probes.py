@@ -219,7 +219,8 @@ class TorchProbe(Probe):
       well conditioned: at the start the Hessian in V is ≈ (diag π − ππᵀ) ⊗ I for the class priors π;
     - the intercept starts at log π, the first step is scaled by 1 / mean(π(1 − π)) (the inverse of that
       Hessian's typical eigenvalue), then L-BFGS with unit steps (``lbfgs``): one evaluation per iteration;
-    - the scaled, centred features are never materialised: x @ (scale·W) − shift @ W gives the logits.
+    - the scaled, centred features are formed once (an R × n × d float32 copy), so a feature whose offset
+      dwarfs its range loses nothing to cancellation.
 
     ``fit`` takes one feature matrix (n, d) or R of them (R, n, d) with shared labels: R fits solved
     together, each taking the steps it would take alone (a trainer's replicates).
@@ -265,21 +266,25 @@ class TorchProbe(Probe):
         lo, hi = x.amin(1), x.amax(1)
         rng = hi - lo
         scale = torch.where(rng > 0, 1.0 / rng, torch.ones_like(rng))
-        mu = (x.mean(1) - lo) * scale
-        shift = lo * scale + mu  # centred scaled features = x·scale − shift
-        m = self._preconditioner(x, scale, shift)
+        # The centred, scaled features, formed once: (x − lo)·scale − μ. Fitting on x @ (scale·W) − shift @ W
+        # instead saves the copy but cancels in float32 when a feature's offset dwarfs its range (learned
+        # RealNVP features reach 5e4×): the probe then read 0.68 where the pixels give 0.82
+        # (docs/diagnostics/fig1c-plateau.md).
+        xs = (x - lo[:, None]) * scale[:, None]
+        mu = xs.mean(1)
+        xs -= mu[:, None]
+        del x
+        m = self._preconditioner(xs)
         lam = 1.0 / (p.C * n)
         prior = torch.bincount(y_idx, minlength=k).double() / n
-        rows = torch.arange(n, device=x.device)
-        everyone = torch.arange(r_all, device=x.device)
+        rows = torch.arange(n, device=xs.device)
+        everyone = torch.arange(r_all, device=xs.device)
 
         def fg(theta: torch.Tensor, idx: torch.Tensor):
             full = len(idx) == r_all and bool((idx == everyone).all())
-            xi = x if full else x[idx]
-            mi, sc, sh = m[idx], scale[idx], shift[idx]
-            w = mi @ theta[:, :d]  # (R', d, K)
-            b = theta[:, d] - (sh[:, None, :] @ w).squeeze(1)
-            z = torch.baddbmm(b[:, None, :], xi, sc[:, :, None] * w)  # (R', n, K) logits
+            xi = xs if full else xs[idx]
+            w = m[idx] @ theta[:, :d]  # (R', d, K)
+            z = torch.baddbmm(theta[:, d][:, None, :], xi, w)  # (R', n, K) logits
             zmax = z.amax(2, keepdim=True)
             e = torch.exp(z - zmax)
             s = e.sum(2, keepdim=True)
@@ -287,12 +292,10 @@ class TorchProbe(Probe):
             loss = loss + 0.5 * lam * (w * w).flatten(1).sum(1)
             g = e.div_(s)  # softmax, in place
             g[:, rows, y_idx] -= 1.0
-            g_sum = g.sum(1)  # (R', K)
-            gx = torch.bmm(g.transpose(1, 2), xi).transpose(1, 2)  # (R', d, K)
-            g_w = (sc[:, :, None] * gx - sh[:, :, None] * g_sum[:, None, :]) / n + lam * w
-            return loss.double(), torch.cat([mi.transpose(1, 2) @ g_w, g_sum[:, None, :] / n], dim=1)
+            g_w = torch.bmm(xi.transpose(1, 2), g) / n + lam * w  # (R', d, K)
+            return loss.double(), torch.cat([m[idx].transpose(1, 2) @ g_w, g.sum(1)[:, None, :] / n], dim=1)
 
-        theta = torch.zeros(r_all, d + 1, k, device=x.device)  # rows: V (d × K), then the intercept
+        theta = torch.zeros(r_all, d + 1, k, device=xs.device)  # rows: V (d × K), then the intercept
         theta[:, d] = torch.log(prior).float()
         gamma0 = 1.0 / float((prior * (1 - prior)).mean())
         theta, n_evals = lbfgs(fg, theta, p.max_iter, gamma0, p.tol)
@@ -300,13 +303,12 @@ class TorchProbe(Probe):
         b = theta[:, d] - (mu[:, None, :] @ w).squeeze(1)  # undo the centring
         return LinearSoftmax(lo, scale, w, b, classes, n_evals)
 
-    def _preconditioner(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """M (R, d, d) with W = M V: L⁻ᵀ for the (ridged) covariance L Lᵀ of a row subsample, else (and where
-        the factorisation fails) diag(1/std)."""
-        r_all, n, d = x.shape
+    def _preconditioner(self, xs: torch.Tensor) -> torch.Tensor:
+        """M (R, d, d) with W = M V: L⁻ᵀ for the (ridged) covariance L Lᵀ of a row subsample of the centred,
+        scaled features ``xs``, else (and where the factorisation fails) diag(1/std)."""
+        r_all, n, d = xs.shape
         rows = self.params.precond_rows
-        step = max(1, n // (rows or 8192))
-        sub = x[:, ::step] * scale[:, None] - shift[:, None]  # a few thousand centred scaled rows
+        sub = xs[:, :: max(1, n // (rows or 8192))]  # a few thousand rows
         std = sub.pow(2).mean(1).sqrt()
         diag = torch.diag_embed(torch.where(std > 1e-6, 1.0 / std, torch.ones_like(std)))
         if rows == 0:

@@ -144,6 +144,22 @@ def test_torch_probe_ignores_feature_scale():
     torch.testing.assert_close(a.weight, b.weight, atol=1e-2 * float(a.weight.abs().max()), rtol=0)
 
 
+def test_torch_probe_on_features_whose_offset_dwarfs_their_range():
+    """Learned RealNVP features can sit at 5e4× their range from zero (docs/diagnostics/fig1c-plateau.md):
+    float32 features exactly offset keep their MinMax-scaled values, so the probe must read what it reads
+    on the features themselves, not lose them to cancellation."""
+    data = DATASETS["digits"](DATASETS["digits"].Params())
+    x_tr, y_tr, x_te, y_te = data.probe_data(torch.Generator())
+    offset = 2.0 ** torch.randint(14, 17, (x_tr.shape[1],), generator=torch.Generator().manual_seed(0))
+    # pixels in [0, 1], on a grid of 1/16, plus a power of two in 16384..65536: exact in float32
+    far_tr, far_te = x_tr + offset, x_te + offset
+    assert torch.equal(far_tr - offset, x_tr)
+    probe = make("torch")
+    near = probe.fit_score(x_tr, y_tr, x_te, y_te)
+    assert near > 0.75  # top halves of digits
+    assert abs(probe.fit_score(far_tr, y_tr, far_te, y_te) - near) <= 2 / 450
+
+
 def test_torch_probe_diagonal_preconditioner():
     # precond_rows = 0 scales features by their std only; the optimum is the same.
     x, y = blobs(100, [[0, 0, 0], [1, 1, 0], [0, 1, 1]], 0.7)

@@ -14,6 +14,16 @@ Stages, each under its own time limit; results go to OUT/gpu.json as they come, 
    device waits it used to have (one loss per replicate, NWJ's negatives by boolean mask).
 6. (--switches) bench/speed_switches.py on CUDA, a pack of 20 x 1,000 steps: fp32, bf16, torch.compile
    (default and reduce-overhead): steps/s and the final bound and probe of each.
+7. dispatches (with 2): operator dispatches per training step from torch.profiler, one trial and a pack of
+   20 (top-level aten calls, all aten calls, CUDA kernel launches): fewer operators, fewer launches.
+
+The sanity stage also runs 30 training steps of the pack under ``torch.cuda.set_sync_debug_mode("error")``:
+the step must not wait for the device. The spaces use the paper's protocol (``init: tf``, TF1's Adam) and
+the torch probe at max_iter 100, the setting the protocol issue validated against the converged optimum.
+
+Rehearse everything on the CPU first (tiny steps, the spaces' ``rehearse`` budget, no nvidia-smi):
+
+    python3 bench/gpu.py --out /tmp/gpu-rehearse --device cpu --rehearse
 
     python3 bench/gpu.py --out DIR [--e2e-limit 330] [--short-limit 100]
     python3 bench/gpu.py --out DIR --steps-only   # stage 5 alone
@@ -38,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))
 
 MIMAX = [sys.executable, "-m", "mimax.cli"]
+DEVICE = "cuda"  # --device
+REHEARSE = False  # --rehearse: tiny steps and the spaces' rehearse budget, to debug the script off the GPU
 TITLE = "GPU: packed replicates and fig3-critics at budget paper"
 
 
@@ -46,7 +58,8 @@ class Run:
         self.out, self.res = out, {"stages": {}}
         self.db = Path("/tmp/mimax-gpu/gpu.db")
         self.db.parent.mkdir(parents=True, exist_ok=True)
-        self.smi = subprocess.Popen(
+        (out / "smi.csv").write_text("")
+        self.smi = None if not shutil.which("nvidia-smi") else subprocess.Popen(
             ["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used", "--format=csv,noheader,nounits",
              "-l", "1"], stdout=open(out / "smi.csv", "w"), stderr=subprocess.DEVNULL)
 
@@ -54,6 +67,11 @@ class Run:
         (self.out / "gpu.json").write_text(json.dumps(self.res, indent=1))
         if self.db.exists():
             shutil.copy(self.db, self.out / "gpu.db")
+
+    def close(self) -> None:
+        if self.smi:
+            self.smi.terminate()
+        self.save()
 
     def stage(self, name, fn, *args):
         t0, u0 = time.time(), _util_mark(self.out)
@@ -83,16 +101,42 @@ def _util_since(out: Path, mark: int) -> float | None:
 def environment() -> dict:
     import torch
 
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True).stdout.strip()
+    smi = "no nvidia-smi (rehearsal on " + DEVICE + ")" if not shutil.which("nvidia-smi") else subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+        capture_output=True, text=True).stdout.strip()
     return {"gpu": smi, "torch": torch.__version__, "cuda": torch.version.cuda, "cpus": os.cpu_count(),
             "python": sys.version.split()[0]}
 
 
 def trial(critic: str = "bilinear", steps: int = 60, every: int = 30, probe="none") -> dict:
     return {"data": {"name": "mnist"}, "encoder": {"name": "mlp"}, "critic": {"name": critic},
-            "estimator": {"name": "nce"}, "train": {"steps": steps, "batch_size": 128, "lr": 1e-4},
+            "estimator": {"name": "nce"}, "init": "tf",
+            "train": {"steps": steps, "batch_size": 128, "lr": 1e-4, "adam": "tf1"},
             "eval": {"every": every, "probe": probe, "bound_batches": 5}}
+
+
+def sync() -> None:
+    import torch
+
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def no_host_syncs(trainer, steps: int = 30) -> str:
+    """'none' when ``steps`` training steps run under the sync debug mode "error", else what waited."""
+    import torch
+
+    if not DEVICE.startswith("cuda"):
+        return "not checked (no CUDA)"
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(steps):
+            trainer.train_step()
+        return "none"
+    except RuntimeError as exc:
+        return str(exc).splitlines()[0][:300]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def sanity() -> dict:
@@ -100,28 +144,54 @@ def sanity() -> dict:
 
     from mimax.trainables.loop import Trainer
 
-    assert torch.cuda.is_available(), "no CUDA device"
-    cfg = trial(probe={"name": "torch"})
-    packed = list(Trainer(cfg, [0, 1, 2, 3], device="cuda").run())
-    alone = [rec for (rec,) in Trainer(dict(cfg, seed=2), device="cuda").run()]
+    assert DEVICE != "cuda" or torch.cuda.is_available(), "no CUDA device"
+    cfg = trial(probe={"name": "torch", "max_iter": 100})
+    packed = list(Trainer(cfg, [0, 1, 2, 3], device=DEVICE).run())
+    alone = [rec for (rec,) in Trainer(dict(cfg, seed=2), device=DEVICE).run()]
+    syncs = no_host_syncs(Trainer(trial(steps=10**6, every=10**6), list(range(20)), device=DEVICE))
     last_pack, last_alone = packed[-1][2], alone[-1]
     return {"pack_bound_test": last_pack["bound_test"], "alone_bound_test": last_alone["bound_test"],
             "pack_probe": last_pack["probe_accuracy"], "alone_probe": last_alone["probe_accuracy"],
-            "bound_diff": abs(last_pack["bound_test"] - last_alone["bound_test"])}
+            "bound_diff": abs(last_pack["bound_test"] - last_alone["bound_test"]), "host_syncs_in_step": syncs}
 
 
 def steps_per_s(make, steps: int = 300) -> float:
-    import torch
-
+    steps = 10 if REHEARSE else steps
     t = make()
-    for _ in range(20):
+    for _ in range(3 if REHEARSE else 20):
         t.train_step()
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         t.train_step()
-    torch.cuda.synchronize()
+    sync()
     return steps / (time.perf_counter() - t0)
+
+
+def dispatches(steps: int = 5) -> dict:
+    """Operators per training step (torch.profiler), one trial and a pack of 20: the launch-bound proxy."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from mimax.trainables.loop import Trainer
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.startswith("cuda") else [])
+    out = {}
+    for label, seeds in (("one", None), ("pack20", list(range(20)))):
+        t = Trainer(trial(steps=10**6, every=10**6), seeds, device=DEVICE)
+        for _ in range(3):
+            t.train_step()
+        sync()
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                t.train_step()
+            sync()
+        events = prof.events()
+        aten = [e for e in events if e.name.startswith("aten::")]
+        out[label] = {"aten_top_per_step": round(sum(e.cpu_parent is None for e in aten) / steps, 1),
+                      "aten_all_per_step": round(len(aten) / steps, 1),
+                      "kernel_launches_per_step": round(sum(e.name in ("cudaLaunchKernel", "cuLaunchKernel")
+                                                            for e in events) / steps, 1)}
+    return out
 
 
 def in_process() -> dict:
@@ -130,8 +200,8 @@ def in_process() -> dict:
     out = {}
     for critic in ("bilinear", "concat"):
         cfg = trial(critic, steps=10**6, every=10**6)  # train_step alone: no evaluation
-        one = steps_per_s(lambda: Trainer(dict(cfg, seed=0), device="cuda"))
-        pack = steps_per_s(lambda: Trainer(cfg, list(range(20)), device="cuda"))
+        one = steps_per_s(lambda: Trainer(dict(cfg, seed=0), device=DEVICE))
+        pack = steps_per_s(lambda: Trainer(cfg, list(range(20)), device=DEVICE))
         out[critic] = {"one_steps_s": round(one, 1), "pack20_steps_s": round(pack, 1),
                        "replicate_steps_s_ratio": round(20 * pack / one, 2)}
     return out
@@ -153,13 +223,13 @@ def step_paths() -> dict:
     out = {}
     for estimator in ("nce", "nwj"):
         cfg = dict(trial(steps=10**6, every=10**6), estimator={"name": estimator})
-        out[estimator] = {"one": round(steps_per_s(lambda: Trainer(dict(cfg, seed=0), device="cuda")), 1),
-                          "pack20": round(steps_per_s(lambda: Trainer(cfg, list(range(20)), device="cuda")), 1)}
+        out[estimator] = {"one": round(steps_per_s(lambda: Trainer(dict(cfg, seed=0), device=DEVICE)), 1),
+                          "pack20": round(steps_per_s(lambda: Trainer(cfg, list(range(20)), device=DEVICE)), 1)}
 
         def old_pack():
             stateless, modes.stateless = modes.stateless, lambda estimator: False  # one loss per replicate
             try:
-                return Trainer(cfg, list(range(20)), device="cuda")
+                return Trainer(cfg, list(range(20)), device=DEVICE)
             finally:
                 modes.stateless = stateless
 
@@ -175,7 +245,7 @@ def step_paths() -> dict:
 def switches() -> dict:
     import speed_switches as sw
 
-    return {name: sw.measure("cuda", 1000, 20, train) for name, train in sw.variants("cuda").items()}
+    return {name: sw.measure(DEVICE, 20 if REHEARSE else 1000, 20, train) for name, train in sw.variants(DEVICE).items()}
 
 
 def launch(space: str, name: str, limit: float, *extra: str) -> dict:
@@ -215,7 +285,11 @@ def main() -> None:
     ap.add_argument("--steps-only", action="store_true", help="only the step_paths stage")
     ap.add_argument("--switches", action="store_true", help="only the speed switches stage")
     ap.add_argument("--write", nargs="+", help="gpu.json of earlier runs (on one kind of GPU): write the section")
+    ap.add_argument("--device", default="cuda", help="cpu to rehearse the script without a GPU")
+    ap.add_argument("--rehearse", action="store_true", help="tiny steps, the spaces' rehearse budget, short limits")
     args = ap.parse_args()
+    global DEVICE, REHEARSE
+    DEVICE, REHEARSE = args.device, args.rehearse
     if args.write:
         runs = [json.loads(Path(p).read_text()) for p in args.write]
         return write({"environment": runs[0]["environment"],
@@ -228,22 +302,22 @@ def main() -> None:
     run.save()
     if args.steps_only or args.switches:
         run.stage(*(("step_paths", step_paths) if args.steps_only else ("switches", switches)))
-        run.smi.terminate()
-        return run.save()
+        return run.close()
     if "error" in run.stage("sanity", sanity):
         return
     run.stage("in_process", in_process)
+    run.stage("dispatches", dispatches)
     short = str(ROOT / "bench" / "spaces" / "fig3-short.yaml")
-    cpus = ["--cpus-per-trial", "2"]
+    cpus = ["--cpus-per-trial", "2"] + (["--budget", "rehearse"] if REHEARSE else [])
+    gpus = [] if not DEVICE.startswith("cuda") else ["--gpus-per-trial"]
     paper = str(ROOT / "bench" / "spaces" / "fig3-paper-gpu.yaml")
     run.stage("fig3_paper_packed", launch, paper, "fig3-paper", args.e2e_limit,
-              "--pack", "auto", "--gpus-per-trial", "0.16", *cpus)
+              "--pack", "auto", *gpus, *(["0.16"] if gpus else []), *cpus)
     run.stage("short_packed", launch, short, "short-packed", args.short_limit,
-              "--pack", "auto", "--gpus-per-trial", "0.16", *cpus)
+              "--pack", "auto", *gpus, *(["0.16"] if gpus else []), *cpus)
     run.stage("short_unpacked", launch, short, "short-unpacked", args.short_limit,
-              "--pack", "1", "--gpus-per-trial", "0.125", *cpus)
-    run.smi.terminate()
-    run.save()
+              "--pack", "1", *gpus, *(["0.125"] if gpus else []), *cpus)
+    run.close()
 
 
 def write(res: dict, sources: list[str]) -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from mimax.analysis import figures as F
 from mimax.analysis.stats import completed_finals
+from mimax.db import Environment
 
 __all__ = ["findings", "write_report"]
 
@@ -56,8 +57,7 @@ METRIC_WORDS = {
     "bound_train": "train bound",
 }
 PROSE_METRICS = ("probe_accuracy", "bound_test")  # findings in words; every metric is in the tables
-ENV_COLUMNS = ("session", "recorded_at", "mimax_version", "python", "torch", "ray", "optuna", "sqlalchemy",
-               "git_commit", "hostname", "platform", "cpu", "gpu", "device")
+ENV_COLUMNS = tuple(c for c in Environment.__table__.c.keys() if c not in ("id", "study_id", "extra"))
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d2228;

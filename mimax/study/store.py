@@ -176,7 +176,7 @@ class Store:
         """SELECT of the model's columns that the database has; None when it lacks the whole table."""
         if self._columns is None:
             return select(model.__table__)
-        columns = self._columns[model.__tablename__]
+        columns = self._columns[model.__table__.name]
         return select(*columns) if columns else None
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ class Store:
     @staticmethod
     def _row(model, row) -> dict[str, Any]:
         out = dict(row._mapping)
-        for col in JSON_COLUMNS.get(model.__tablename__, ()):
+        for col in JSON_COLUMNS.get(model.__table__.name, ()):
             if col in out and out[col] is not None:
                 out[col] = json.loads(out[col])
         # Friendlier aliases of the decoded JSON (the column names stay too).
@@ -219,7 +219,7 @@ class Store:
     @staticmethod
     def _fields(model, fields: Mapping[str, Any], fixed: Iterable[str] = ()) -> dict[str, Any]:
         """Validate and encode column updates: unknown names, bad states, naive datetimes, JSON."""
-        table = model.__tablename__
+        table = model.__table__.name
         columns = model.__table__.c
         fixed = {"id", *fixed}
         json_cols = JSON_COLUMNS.get(table, ())

@@ -52,16 +52,13 @@ def factor_levels(frame: pd.DataFrame, factor: str) -> pd.Series:
 
 def _groups(frame: pd.DataFrame, factor: str) -> list[tuple[object, np.ndarray]]:
     """(level, row positions) for each level present, in sorted level order (NaN levels dropped)."""
-    levels = factor_levels(frame, factor)
-    keep = levels.notna().to_numpy()
-    out = {}
-    for pos, level in zip(np.flatnonzero(keep), levels[keep]):
-        out.setdefault(level, []).append(pos)
+    levels = factor_levels(frame, factor).reset_index(drop=True)
+    out = levels.groupby(levels, sort=False).indices
     try:
         order = sorted(out)
     except TypeError:
         order = sorted(out, key=str)
-    return [(level, np.asarray(out[level])) for level in order]
+    return [(level, out[level]) for level in order]
 
 
 def _weights(rng: np.random.Generator, n: int, n_boot: int) -> Iterator[np.ndarray]:

@@ -23,7 +23,7 @@ from mimax.analysis import figures as F
 from mimax.analysis.stats import completed_finals
 from mimax.db import Environment
 
-__all__ = ["findings", "write_report"]
+__all__ = ["findings", "md_table", "write_report"]
 
 # (stem, title, what it shows, draw(data, how)) in report order; None from draw: nothing to show.
 FIGURES: list[tuple[str, str, str, Callable]] = [
@@ -499,7 +499,7 @@ def _md_escape(text: str) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(frame: pd.DataFrame) -> str:
+def md_table(frame: pd.DataFrame) -> str:
     cols, rows, texty = _cells(frame)
     lines = ["| " + " | ".join(_md_escape(c) for c in cols) + " |",
              "|" + "|".join(":---" if t else "---:" for t in texty) + "|"]
@@ -563,7 +563,7 @@ def _write_md(path: Path, data, meta, facts, tables, figs, space: str, how: str)
     for _anchor, ttitle, expl, frame in tables:
         if frame.empty:
             continue
-        lines += [f"## {m(ttitle)}", "", m(expl), "", _md_table(frame), ""]
+        lines += [f"## {m(ttitle)}", "", m(expl), "", md_table(frame), ""]
     lines += ["## Study", "", "| | |", "|:---|:---|"]
     lines += [f"| {m(k)} | {m(v)} |" for k, v in meta]
     if space:

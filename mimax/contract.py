@@ -14,6 +14,7 @@ validates them (and fills their defaults in).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
@@ -173,6 +174,22 @@ EVAL_FLOATS = ("bound_train", "bound_test", "probe_accuracy", "loss", "wall_s")
 MEAN_KEYS = ("bound_train", "bound_test", "probe_accuracy", "loss", "classifier_accuracy")
 # What a trial reports once, beside its parameter counts, and the study stores with the trial (nats).
 TRIAL_FLOATS = ("ceiling", "true_mi")
+# The percentiles of the Jacobian's log condition number an evaluation records (log_cond_p<q>, eval.jacobian).
+LOG_COND_PERCENTILES = (5, 25, 50, 75, 95)
+LOG_COND = tuple(f"log_cond_p{q}" for q in LOG_COND_PERCENTILES)
+LOG_K_ESTIMATORS = ("nce", "kpair")  # bounded by log K, K = train.batch_size
+
+
+def ceiling(config: dict) -> float | None:
+    """The largest value a trial of ``config`` can report (nats) as the estimators define it: log K for
+    NCE and K-pair, log 2 for the soft triplet (InfoNCE with K = 2), None for an unbounded estimator.
+    Migration 0003 backfills stored trials with it; analysis uses it for a database from before then."""
+    estimator = config.get("estimator")
+    estimator = estimator.get("name") if isinstance(estimator, dict) else estimator
+    if estimator in LOG_K_ESTIMATORS:
+        train = config.get("train") if isinstance(config.get("train"), dict) else {}
+        return math.log(train.get("batch_size", TrainConfig.model_fields["batch_size"].default))
+    return math.log(2) if estimator == "triplet" else None
 
 
 # ---- records between the Ray adapter and the study ------------------------------------------------

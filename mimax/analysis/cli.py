@@ -16,21 +16,13 @@ TABLES = ("configurations", "effects", "pairwise", "correlations", "anova")
 MAX_CONFIG_LINES = 40  # the text summary; configurations.csv has them all
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {value}")
-    return value
-
-
 def _stat_options(p: argparse.ArgumentParser) -> None:
+    from mimax.analysis.claims.cli import at_least
+
     p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
     p.add_argument("--how", choices=["last", "best"], default="last",
                    help="a trial's final value: its last evaluation, or its best by probe accuracy")
-    p.add_argument("--n-boot", type=_nonneg_int, default=2000, metavar="N", help="bootstrap resamples for CIs")
+    p.add_argument("--n-boot", type=at_least(0), default=2000, metavar="N", help="bootstrap resamples for CIs")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -291,11 +283,6 @@ def _export(args) -> int:
     data = load(choose_url(args.db), args.name)
     frames = {"trials": data.trials, "evaluations": data.evaluations, "final": final(data)}
     out = Path(args.out)
-    if args.format == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise AnalysisError("--format parquet needs pyarrow, which is not installed; use --format csv") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         written = []

@@ -21,7 +21,7 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from mimax.analysis.stats import completed_finals
-from mimax.contract import mode_metrics
+from mimax.contract import LOG_COND, mode_metrics
 
 __all__ = [
     "adversarial",
@@ -39,7 +39,6 @@ __all__ = [
     "true_mi",
 ]
 
-LOG_COND = ("log_cond_p5", "log_cond_p25", "log_cond_p50", "log_cond_p75", "log_cond_p95")
 METRIC_NAMES = {
     "probe_accuracy": "probe accuracy",
     "bound_test": "bound, test (nats)",

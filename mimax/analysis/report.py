@@ -21,8 +21,9 @@ import pandas as pd
 
 from mimax.analysis import figures as F
 from mimax.analysis.stats import completed_finals
+from mimax.db import Environment
 
-__all__ = ["findings", "write_report"]
+__all__ = ["findings", "md_table", "write_report"]
 
 # (stem, title, what it shows, draw(data, how)) in report order; None from draw: nothing to show.
 FIGURES: list[tuple[str, str, str, Callable]] = [
@@ -56,8 +57,7 @@ METRIC_WORDS = {
     "bound_train": "train bound",
 }
 PROSE_METRICS = ("probe_accuracy", "bound_test")  # findings in words; every metric is in the tables
-ENV_COLUMNS = ("session", "recorded_at", "mimax_version", "python", "torch", "ray", "optuna", "sqlalchemy",
-               "git_commit", "hostname", "platform", "cpu", "gpu", "device")
+ENV_COLUMNS = tuple(c for c in Environment.__table__.c.keys() if c not in ("id", "study_id", "extra"))
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d2228;
@@ -131,10 +131,6 @@ def _bound(x: float) -> str:
     return _fixed(x) if x == 0 or abs(x) >= 5e-4 else f"{x:.2g}".replace("-", "−")
 
 
-def _level(x) -> str:
-    return F.level_text(x)
-
-
 # ---- findings ------------------------------------------------------------------------------------
 
 
@@ -149,7 +145,7 @@ def _best_level_findings(effects: pd.DataFrame, pairwise: pd.DataFrame, metric: 
             continue
         best = rows.loc[rows["mean"].idxmax()]
         sd = "" if _isnan(best.get("sd")) else f" ± {_fixed(best['sd'])} sd"
-        text = (f"{factor}: {_level(best['level'])} has the highest mean {word} "
+        text = (f"{factor}: {F.level_text(best['level'])} has the highest mean {word} "
                 f"({_fixed(best['mean'])}{sd}, n={int(best['n'])})")
         parts = []
         if pairwise is not None and not pairwise.empty:
@@ -164,10 +160,10 @@ def _best_level_findings(effects: pd.DataFrame, pairwise: pd.DataFrame, metric: 
                 if _isnan(d):
                     continue
                 if _isnan(lo) or _isnan(hi):
-                    parts.append(f"{_level(best['level'])} − {_level(other)} = {_signed(d)} (no CI)")
+                    parts.append(f"{F.level_text(best['level'])} − {F.level_text(other)} = {_signed(d)} (no CI)")
                     continue
                 verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0: no clear difference"
-                parts.append(f"{_level(best['level'])} − {_level(other)} = {_signed(d)} "
+                parts.append(f"{F.level_text(best['level'])} − {F.level_text(other)} = {_signed(d)} "
                              f"[{_bound(lo)}, {_bound(hi)}] (95% bootstrap CI, {verdict})")
         out.append("; ".join([text, *parts]))
     return out
@@ -201,7 +197,7 @@ def _correlation_finding(corr: pd.DataFrame) -> list[str]:
         within = within[levels[within.index] > 1]  # a stratum with one level repeats "all"
         if len(within):
             text += "; within " + ", ".join(
-                f"{r2['stratum']} {_level(r2['level'])}: ρ = {_fixed(r2['spearman'], 2)}"
+                f"{r2['stratum']} {F.level_text(r2['level'])}: ρ = {_fixed(r2['spearman'], 2)}"
                 + ("" if _isnan(r2["ci_low"]) else f" [{_fixed(r2['ci_low'], 2)}, {_fixed(r2['ci_high'], 2)}]")
                 + f" (n={int(r2['n'])})" for _, r2 in within.iterrows())
         out.append(text + ".")
@@ -266,7 +262,7 @@ def _calibration_findings(table: pd.DataFrame | None) -> list[str]:
     keys = [c for c in table.columns if c not in ("true_mi", "n", "mean", "bias", "variance", "mse")]
     by = table.groupby(keys, sort=False).agg(mse=("mse", "mean"), bias=("bias", "mean"), cells=("mse", "size"))
     by = by.sort_values("mse")
-    name = lambda k: " · ".join(_level(v) for v in (k if isinstance(k, tuple) else (k,)))  # noqa: E731
+    name = lambda k: " · ".join(F.level_text(v) for v in (k if isinstance(k, tuple) else (k,)))  # noqa: E731
     text = "Calibration (final test estimate vs true MI, mean over the true-MI values): " + "; ".join(
         f"{name(k)}: MSE {_num(r['mse'], '.3g')} nats², bias {_signed(r['bias'])} nats"
         for k, r in by.iterrows())
@@ -503,7 +499,7 @@ def _md_escape(text: str) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(frame: pd.DataFrame) -> str:
+def md_table(frame: pd.DataFrame) -> str:
     cols, rows, texty = _cells(frame)
     lines = ["| " + " | ".join(_md_escape(c) for c in cols) + " |",
              "|" + "|".join(":---" if t else "---:" for t in texty) + "|"]
@@ -567,7 +563,7 @@ def _write_md(path: Path, data, meta, facts, tables, figs, space: str, how: str)
     for _anchor, ttitle, expl, frame in tables:
         if frame.empty:
             continue
-        lines += [f"## {m(ttitle)}", "", m(expl), "", _md_table(frame), ""]
+        lines += [f"## {m(ttitle)}", "", m(expl), "", md_table(frame), ""]
     lines += ["## Study", "", "| | |", "|:---|:---|"]
     lines += [f"| {m(k)} | {m(v)} |" for k, v in meta]
     if space:

@@ -52,16 +52,13 @@ def factor_levels(frame: pd.DataFrame, factor: str) -> pd.Series:
 
 def _groups(frame: pd.DataFrame, factor: str) -> list[tuple[object, np.ndarray]]:
     """(level, row positions) for each level present, in sorted level order (NaN levels dropped)."""
-    levels = factor_levels(frame, factor)
-    keep = levels.notna().to_numpy()
-    out = {}
-    for pos, level in zip(np.flatnonzero(keep), levels[keep]):
-        out.setdefault(level, []).append(pos)
+    levels = factor_levels(frame, factor).reset_index(drop=True)
+    out = levels.groupby(levels, sort=False).indices
     try:
         order = sorted(out)
     except TypeError:
         order = sorted(out, key=str)
-    return [(level, np.asarray(out[level])) for level in order]
+    return [(level, out[level]) for level in order]
 
 
 def _weights(rng: np.random.Generator, n: int, n_boot: int) -> Iterator[np.ndarray]:
@@ -183,31 +180,19 @@ def _pairwise_frame(boots: dict, factors: Sequence[str], metrics: list[str]) -> 
     return pd.DataFrame(rows, columns=cols).astype({"level_a": object, "level_b": object})
 
 
-def effects(
-    data: StudyData,
-    metric_cols: Sequence[str] = METRICS,
-    how: str = "last",
-    n_boot: int = 2000,
-    seed: int = 0,
-    factors: Sequence[str] | None = None,
-) -> pd.DataFrame:
+def effects(data: StudyData, *args, **kwargs) -> pd.DataFrame:
     """Tidy frame, one row per (factor, level, metric) over completed trials: mean, sd (ddof 1), n
-    (replicate trials with a value), ci_low / ci_high (95 % bootstrap of the mean, resampling trials)."""
-    return effect_tables(data, metric_cols, how, n_boot, seed, factors)[0]
+    (replicate trials with a value), ci_low / ci_high (95 % bootstrap of the mean, resampling trials).
+    Arguments as :func:`effect_tables`."""
+    return effect_tables(data, *args, **kwargs)[0]
 
 
-def pairwise(
-    data: StudyData,
-    metric_cols: Sequence[str] = METRICS,
-    how: str = "last",
-    n_boot: int = 2000,
-    seed: int = 0,
-    factors: Sequence[str] | None = None,
-) -> pd.DataFrame:
+def pairwise(data: StudyData, *args, **kwargs) -> pd.DataFrame:
     """For each factor, metric and pair of levels (a, b) in level order: ``diff`` = mean(b) − mean(a),
     its 95 % bootstrap CI (the two levels resampled independently) and ``p_boot``, the two-sided
-    bootstrap p-value (twice the smaller share of resampled differences on either side of 0)."""
-    return effect_tables(data, metric_cols, how, n_boot, seed, factors)[1]
+    bootstrap p-value (twice the smaller share of resampled differences on either side of 0).
+    Arguments as :func:`effect_tables`."""
+    return effect_tables(data, *args, **kwargs)[1]
 
 
 # ---- configurations -------------------------------------------------------------------------------

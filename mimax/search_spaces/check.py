@@ -50,7 +50,7 @@ def check_space(space: Space) -> None:
     """Raise ConfigError at the first configuration of ``space`` that the trial validator rejects."""
     from mimax.trainables.config import validate  # the trainables stack (torch) only when checking
 
-    space.make_sampler(check_packages=False)  # sampler options are checked by constructing it
+    space.make_sampler()  # sampler options are checked by constructing it
     for flat in _candidates(space):
         try:
             config = validate(space.config_for(flat))

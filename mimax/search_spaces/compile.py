@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import inspect
 import json
 import warnings
@@ -202,7 +201,7 @@ class Space:
         return [self.config_for(c) for c in self._enumeration]
 
     # --------------------------------------------------------------------------------- sampler
-    def make_sampler(self, *, check_packages: bool = True, session: int = 0) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, *, session: int = 0) -> optuna.samplers.BaseSampler:
         """A fresh Optuna sampler, seeded by ``sampler.seed``, with ``sampler.options`` as keyword args.
 
         ``session`` > 0 (a resumed study) shifts the seed: a sampler re-created with the same seed would
@@ -218,8 +217,6 @@ class Space:
             if key not in accepted:
                 raise ConfigError(f"sampler.options.{key}",
                                   f"not an option of {cls.__name__} (choose from {', '.join(sorted(accepted))})")
-        if name == "cmaes" and check_packages and importlib.util.find_spec("cmaes") is None:
-            raise ConfigError("sampler.name", "cmaes needs the Python package 'cmaes', which is not installed")
         if name in _QUIET_FALLBACK:
             options.setdefault("warn_independent_sampling", False)
         with warnings.catch_warnings():

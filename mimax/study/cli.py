@@ -10,13 +10,6 @@ from datetime import datetime
 from mimax.db import TERMINAL, choose_url
 
 
-def _positive_float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def _pack(text: str) -> int | str:
     if text == "auto":
         return text
@@ -28,8 +21,8 @@ def _pack(text: str) -> int | str:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join this Ray cluster (HOST:PORT); default: a private local cluster")
-    p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, metavar="C")
-    p.add_argument("--gpus-per-trial", type=_positive_float, default=0.0, metavar="G",
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
                    help="fractions share a GPU between trials, e.g. 0.25")
     p.add_argument("--max-concurrent", type=int, metavar="M")
     p.add_argument("--scheduler", choices=["none", "asha"], default="none")

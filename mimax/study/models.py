@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -122,29 +122,27 @@ class Evaluation(Base):
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
+VERSIONS = ("mimax_version", "python", "torch", "ray", "optuna", "sqlalchemy", "git_commit")  # String(64)
+MACHINE = ("hostname", "platform", "cpu", "gpu")  # free text
+
+
 class Environment(Base):
-    """One row per driver session of a study: 0 at launch, 1.. for each resume (since revision 0002)."""
+    """One row per driver session of a study: 0 at launch, 1.. for each resume (since revision 0002):
+    the versions of mimax and its libraries, the machine, and in ``extra`` (JSON) everything else
+    collect_environment() found."""
 
-    __tablename__ = "mimax_environment"
-    __table_args__ = (UniqueConstraint("study_id", "session"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("mimax_studies.id"))
-    session: Mapped[int] = mapped_column(Integer)
-    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    mimax_version: Mapped[str | None] = mapped_column(String(64))
-    python: Mapped[str | None] = mapped_column(String(64))
-    torch: Mapped[str | None] = mapped_column(String(64))
-    ray: Mapped[str | None] = mapped_column(String(64))
-    optuna: Mapped[str | None] = mapped_column(String(64))
-    sqlalchemy: Mapped[str | None] = mapped_column(String(64))
-    git_commit: Mapped[str | None] = mapped_column(String(64))
-    hostname: Mapped[str | None] = mapped_column(Text)
-    platform: Mapped[str | None] = mapped_column(Text)
-    cpu: Mapped[str | None] = mapped_column(Text)
-    gpu: Mapped[str | None] = mapped_column(Text)
-    device: Mapped[str | None] = mapped_column(String(64))
-    extra: Mapped[str] = mapped_column(Text)  # JSON: everything else collect_environment() found
+    __table__ = Table(
+        "mimax_environment", Base.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("study_id", ForeignKey("mimax_studies.id"), nullable=False),
+        Column("session", Integer, nullable=False),
+        Column("recorded_at", UTCDateTime, nullable=False),
+        *(Column(c, String(64)) for c in VERSIONS),
+        *(Column(c, Text) for c in MACHINE),
+        Column("device", String(64)),
+        Column("extra", Text, nullable=False),
+        UniqueConstraint("study_id", "session"),
+    )
 
 
 JSON_COLUMNS = {

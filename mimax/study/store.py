@@ -12,6 +12,7 @@ and never holds the database password.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -50,6 +51,20 @@ from mimax.study.models import JSON_COLUMNS, UTCDateTime, utcnow
 __all__ = ["LeaseLost", "Store", "StudyExists", "canonical_json", "config_hash"]
 
 _RETRY_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock / serialization failure: safe to rerun
+
+
+def _transaction(*, write: bool):
+    """The method runs as one transaction (``Store._run``: reruns on a PostgreSQL deadlock, wraps database
+    errors), with the connection as its first argument after ``self``."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            return self._run(lambda conn: method(self, conn, *args, **kwargs), write=write)
+
+        return run
+
+    return wrap
 
 
 class StudyExists(DatabaseError):
@@ -176,7 +191,7 @@ class Store:
         """SELECT of the model's columns that the database has; None when it lacks the whole table."""
         if self._columns is None:
             return select(model.__table__)
-        columns = self._columns[model.__tablename__]
+        columns = self._columns[model.__table__.name]
         return select(*columns) if columns else None
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -206,7 +221,7 @@ class Store:
     @staticmethod
     def _row(model, row) -> dict[str, Any]:
         out = dict(row._mapping)
-        for col in JSON_COLUMNS.get(model.__tablename__, ()):
+        for col in JSON_COLUMNS.get(model.__table__.name, ()):
             if col in out and out[col] is not None:
                 out[col] = json.loads(out[col])
         # Friendlier aliases of the decoded JSON (the column names stay too).
@@ -219,7 +234,7 @@ class Store:
     @staticmethod
     def _fields(model, fields: Mapping[str, Any], fixed: Iterable[str] = ()) -> dict[str, Any]:
         """Validate and encode column updates: unknown names, bad states, naive datetimes, JSON."""
-        table = model.__tablename__
+        table = model.__table__.name
         columns = model.__table__.c
         fixed = {"id", *fixed}
         json_cols = JSON_COLUMNS.get(table, ())
@@ -254,8 +269,9 @@ class Store:
 
     # ---- studies ---------------------------------------------------------------------------------
 
+    @_transaction(write=True)
     def create_study(
-        self,
+        self, conn: Connection,
         name: str,
         *,
         space_source: str,
@@ -283,63 +299,52 @@ class Store:
                 results_dir=str(results_dir), status=status, created_at=now, updated_at=now,
             ),
         )
-
-        def go(conn: Connection) -> int:
-            exists = StudyExists(f"study '{name}' already exists in {self.display_url}")
-            if conn.scalar(select(Study.id).where(Study.name == name)) is not None:
-                raise exists
-            try:
-                return conn.execute(self._insert(Study).values(**values).returning(Study.id)).scalar_one()
-            except sa_exc.IntegrityError:  # created by another process since the check (PostgreSQL)
-                raise exists from None
-
-        return self._run(go, write=True)
+        exists = StudyExists(f"study '{name}' already exists in {self.display_url}")
+        if conn.scalar(select(Study.id).where(Study.name == name)) is not None:
+            raise exists
+        try:
+            return conn.execute(self._insert(Study).values(**values).returning(Study.id)).scalar_one()
+        except sa_exc.IntegrityError:  # created by another process since the check (PostgreSQL)
+            raise exists from None
 
     def get_study(self, name: str) -> dict | None:
         """The study as a plain dict (JSON columns decoded), or None."""
         row = self._run(lambda c: c.execute(self._select(Study).where(Study.name == name)).first(), write=False)
         return None if row is None else self._row(Study, row)
 
-    def require_study(self, name: str) -> dict:
-        def go(conn: Connection) -> dict:
-            row = conn.execute(self._select(Study).where(Study.name == name)).first()
-            if row is None:
-                raise self.db.unknown_study(conn, name)
-            return self._row(Study, row)
+    @_transaction(write=False)
+    def require_study(self, conn: Connection, name: str) -> dict:
+        row = conn.execute(self._select(Study).where(Study.name == name)).first()
+        if row is None:
+            raise self.db.unknown_study(conn, name)
+        return self._row(Study, row)
 
-        return self._run(go, write=False)
-
-    def list_studies(self) -> list[dict]:
+    @_transaction(write=False)
+    def list_studies(self, conn: Connection) -> list[dict]:
         """Every study (by name) with ``trial_counts``: {state: n} over every trial state."""
+        studies = [self._row(Study, r) for r in conn.execute(self._select(Study).order_by(Study.name))]
+        counts = conn.execute(
+            select(Trial.study_id, Trial.state, func.count()).group_by(Trial.study_id, Trial.state)
+        ).all()
+        for s in studies:
+            s["trial_counts"] = dict.fromkeys(STATES, 0)
+        by_id = {s["id"]: s for s in studies}
+        for sid, state, n in counts:
+            by_id[sid]["trial_counts"][state] = n
+        return studies
 
-        def go(conn: Connection) -> list[dict]:
-            studies = [self._row(Study, r) for r in conn.execute(self._select(Study).order_by(Study.name))]
-            counts = conn.execute(
-                select(Trial.study_id, Trial.state, func.count()).group_by(Trial.study_id, Trial.state)
-            ).all()
-            for s in studies:
-                s["trial_counts"] = dict.fromkeys(STATES, 0)
-            by_id = {s["id"]: s for s in studies}
-            for sid, state, n in counts:
-                by_id[sid]["trial_counts"][state] = n
-            return studies
-
-        return self._run(go, write=False)
-
-    def update_study(self, name: str, **fields) -> None:
+    @_transaction(write=True)
+    def update_study(self, conn: Connection, name: str, **fields) -> None:
         values = self._fields(Study, fields, fixed=("name", "created_at"))
         values.setdefault("updated_at", utcnow())
-
-        def go(conn: Connection) -> None:
-            if conn.execute(update(Study).where(Study.name == name).values(**values)).rowcount == 0:
-                raise self.db.unknown_study(conn, name)
-
-        self._run(go, write=True)
+        if conn.execute(update(Study).where(Study.name == name).values(**values)).rowcount == 0:
+            raise self.db.unknown_study(conn, name)
 
     # ---- driver lease ----------------------------------------------------------------------------
 
+    @_transaction(write=True)
     def claim_driver(
-        self,
+        self, conn: Connection,
         name: str,
         owner: str,
         *,
@@ -348,45 +353,38 @@ class Store:
     ) -> None:
         """Take the study's driver lease: free, held by ``owner`` already, stale, or ``alive`` says the
         holder is dead. Otherwise raise DatabaseError naming the holder. Atomic (row lock / BEGIN IMMEDIATE)."""
-
-        def go(conn: Connection) -> None:
-            row = conn.execute(
-                select(Study.id, Study.driver_owner, Study.driver_heartbeat_at)
-                .where(Study.name == name)
-                .with_for_update()
-            ).first()
-            if row is None:
-                raise self.db.unknown_study(conn, name)
-            now = utcnow()
-            holder, beat = row.driver_owner, row.driver_heartbeat_at
-            if holder and holder != owner:
-                age = math.inf if beat is None else (now - beat).total_seconds()
-                if age < stale_after_s and (alive is None or alive(holder)):
-                    raise DatabaseError(f"study '{name}' is being run by {holder} (heartbeat {age:.0f} s ago)")
-            conn.execute(
-                update(Study).where(Study.id == row.id).values(
-                    driver_owner=owner, driver_heartbeat_at=now, updated_at=now
-                )
+        row = conn.execute(
+            select(Study.id, Study.driver_owner, Study.driver_heartbeat_at)
+            .where(Study.name == name)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise self.db.unknown_study(conn, name)
+        now = utcnow()
+        holder, beat = row.driver_owner, row.driver_heartbeat_at
+        if holder and holder != owner:
+            age = math.inf if beat is None else (now - beat).total_seconds()
+            if age < stale_after_s and (alive is None or alive(holder)):
+                raise DatabaseError(f"study '{name}' is being run by {holder} (heartbeat {age:.0f} s ago)")
+        conn.execute(
+            update(Study).where(Study.id == row.id).values(
+                driver_owner=owner, driver_heartbeat_at=now, updated_at=now
             )
+        )
 
-        self._run(go, write=True)
-
-    def heartbeat(self, name: str, owner: str) -> None:
+    @_transaction(write=True)
+    def heartbeat(self, conn: Connection, name: str, owner: str) -> None:
         """Refresh the lease; raises LeaseLost if ``owner`` no longer holds it."""
-
-        def go(conn: Connection) -> None:
-            hit = conn.execute(
-                update(Study)
-                .where(Study.name == name, Study.driver_owner == owner)
-                .values(driver_heartbeat_at=utcnow())
-            ).rowcount
-            if not hit:
-                holder = conn.execute(select(Study.driver_owner).where(Study.name == name)).first()
-                if holder is None:
-                    raise self.db.unknown_study(conn, name)
-                raise LeaseLost(f"study '{name}' is no longer run by {owner}: lease held by {holder[0] or 'nobody'}")
-
-        self._run(go, write=True)
+        hit = conn.execute(
+            update(Study)
+            .where(Study.name == name, Study.driver_owner == owner)
+            .values(driver_heartbeat_at=utcnow())
+        ).rowcount
+        if not hit:
+            holder = conn.execute(select(Study.driver_owner).where(Study.name == name)).first()
+            if holder is None:
+                raise self.db.unknown_study(conn, name)
+            raise LeaseLost(f"study '{name}' is no longer run by {owner}: lease held by {holder[0] or 'nobody'}")
 
     def release_driver(self, name: str, owner: str) -> None:
         """Give the lease up; a no-op when ``owner`` does not hold it."""
@@ -461,46 +459,38 @@ class Store:
             values["ended_at"] = func.coalesce(Trial.ended_at, literal(now, UTCDateTime()))
         return values
 
-    def update_trial(self, study_name: str, trial_key: str, **fields) -> None:
+    @_transaction(write=True)
+    def update_trial(self, conn: Connection, study_name: str, trial_key: str, **fields) -> None:
         """Set columns of one trial. Unless given: state 'running' fills started_at (first start only)
         and clears ended_at; a final state (completed, pruned, failed, diverged) fills ended_at."""
         values = self._trial_update(fields, utcnow())
+        sid = self._study_id(conn, study_name)
+        hit = conn.execute(
+            update(Trial).where(Trial.study_id == sid, Trial.trial_key == str(trial_key)).values(**values)
+        ).rowcount
+        if not hit:
+            raise DatabaseError(f"study '{study_name}' has no trial '{trial_key}'")
 
-        def go(conn: Connection) -> None:
-            sid = self._study_id(conn, study_name)
-            hit = conn.execute(
-                update(Trial).where(Trial.study_id == sid, Trial.trial_key == str(trial_key)).values(**values)
-            ).rowcount
-            if not hit:
-                raise DatabaseError(f"study '{study_name}' has no trial '{trial_key}'")
-
-        self._run(go, write=True)
-
-    def trials(self, study_name: str, states: Iterable[str] | None = None) -> list[dict]:
+    @_transaction(write=False)
+    def trials(self, conn: Connection, study_name: str, states: Iterable[str] | None = None) -> list[dict]:
         """Trial rows of a study (by id), optionally only those in ``states``; JSON decoded, the config
         also under ``config``."""
         states = None if states is None else list(states)
         for s in states or ():
             if s not in STATES:
                 raise DatabaseError(f"unknown trial state {s!r} (states: {', '.join(STATES)})")
+        q = self._select(Trial).where(Trial.study_id == self._study_id(conn, study_name))
+        if states is not None:
+            q = q.where(Trial.state.in_(states))
+        return [self._row(Trial, r) for r in conn.execute(q.order_by(Trial.id))]
 
-        def go(conn: Connection) -> list[dict]:
-            q = self._select(Trial).where(Trial.study_id == self._study_id(conn, study_name))
-            if states is not None:
-                q = q.where(Trial.state.in_(states))
-            return [self._row(Trial, r) for r in conn.execute(q.order_by(Trial.id))]
-
-        return self._run(go, write=False)
-
-    def state_counts(self, study_name: str) -> dict[str, int]:
-        def go(conn: Connection) -> dict[str, int]:
-            sid = self._study_id(conn, study_name)
-            out = dict.fromkeys(STATES, 0)
-            q = select(Trial.state, func.count()).where(Trial.study_id == sid).group_by(Trial.state)
-            out.update(dict(conn.execute(q).all()))
-            return out
-
-        return self._run(go, write=False)
+    @_transaction(write=False)
+    def state_counts(self, conn: Connection, study_name: str) -> dict[str, int]:
+        sid = self._study_id(conn, study_name)
+        out = dict.fromkeys(STATES, 0)
+        q = select(Trial.state, func.count()).where(Trial.study_id == sid).group_by(Trial.state)
+        out.update(dict(conn.execute(q).all()))
+        return out
 
     # ---- evaluations -----------------------------------------------------------------------------
 
@@ -566,34 +556,28 @@ class Store:
 
         return self._run(go, write=True)
 
-    def evaluations(self, study_name: str, trial_key: str | None = None) -> list[dict]:
+    @_transaction(write=False)
+    def evaluations(self, conn: Connection, study_name: str, trial_key: str | None = None) -> list[dict]:
         """Evaluation rows (with their trial_key) ordered by trial and step; ``metrics`` (the full record)
         decoded, also under ``record``."""
+        sid = self._study_id(conn, study_name)
+        q = (
+            self._select(Evaluation).add_columns(Trial.trial_key)
+            .join(Trial, Trial.id == Evaluation.trial_id)
+            .where(Trial.study_id == sid)
+        )
+        if trial_key is not None:
+            q = q.where(Trial.trial_key == str(trial_key))
+        return [self._row(Evaluation, r) for r in conn.execute(q.order_by(Trial.id, Evaluation.step))]
 
-        def go(conn: Connection) -> list[dict]:
-            sid = self._study_id(conn, study_name)
-            q = (
-                self._select(Evaluation).add_columns(Trial.trial_key)
-                .join(Trial, Trial.id == Evaluation.trial_id)
-                .where(Trial.study_id == sid)
-            )
-            if trial_key is not None:
-                q = q.where(Trial.trial_key == str(trial_key))
-            return [self._row(Evaluation, r) for r in conn.execute(q.order_by(Trial.id, Evaluation.step))]
-
-        return self._run(go, write=False)
-
-    def evaluation_rows(self, study_name: str) -> list[tuple]:
+    @_transaction(write=False)
+    def evaluation_rows(self, conn: Connection, study_name: str) -> list[tuple]:
         """``(trial_key, step, *EVAL_FLOATS, the record as JSON text)`` per evaluation, by trial and step:
         for a reader that decodes all the records at once."""
         ev = Evaluation.__table__.c
-
-        def go(conn: Connection) -> list[tuple]:
-            q = (select(Trial.trial_key, ev.step, *(ev[c] for c in EVAL_FLOATS), ev.metrics)
-                 .join(Trial, Trial.id == ev.trial_id).where(Trial.study_id == self._study_id(conn, study_name)))
-            return conn.execute(q.order_by(Trial.id, ev.step)).all()
-
-        return self._run(go, write=False)
+        q = (select(Trial.trial_key, ev.step, *(ev[c] for c in EVAL_FLOATS), ev.metrics)
+             .join(Trial, Trial.id == ev.trial_id).where(Trial.study_id == self._study_id(conn, study_name)))
+        return conn.execute(q.order_by(Trial.id, ev.step)).all()
 
     def final_records(self, study_name: str) -> dict[str, dict]:
         """trial_key -> the record of the trial's last evaluation (with its ``step``)."""
@@ -601,7 +585,8 @@ class Store:
 
     # ---- environment -----------------------------------------------------------------------------
 
-    def record_environment(self, study_name: str, info: dict, session: int) -> None:
+    @_transaction(write=True)
+    def record_environment(self, conn: Connection, study_name: str, info: dict, session: int) -> None:
         """Store ``info`` (see mimax.study.environment.collect_environment) for a driver session
         (0 at launch, 1.. per resume); keys without a column go to ``extra``. Re-recording a session
         replaces it."""
@@ -611,29 +596,22 @@ class Store:
         extra.update(info.get("extra") or {})
         extra.pop("extra", None)
         values = self._fields(Environment, dict(values, extra=extra, session=int(session), recorded_at=utcnow()))
+        values["study_id"] = self._study_id(conn, study_name)
+        stmt = self._insert(Environment).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["study_id", "session"],
+            set_={c: stmt.excluded[c] for c in values if c not in ("study_id", "session")},
+        )
+        conn.execute(stmt)
 
-        def go(conn: Connection) -> None:
-            values["study_id"] = self._study_id(conn, study_name)
-            stmt = self._insert(Environment).values(**values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["study_id", "session"],
-                set_={c: stmt.excluded[c] for c in values if c not in ("study_id", "session")},
-            )
-            conn.execute(stmt)
-
-        self._run(go, write=True)
-
-    def environments(self, study_name: str) -> list[dict]:
+    @_transaction(write=False)
+    def environments(self, conn: Connection, study_name: str) -> list[dict]:
         """The recorded environments of a study by session; ``extra`` decoded."""
         q = self._select(Environment)
         if q is None:  # a database older than the table
             return []
-
-        def go(conn: Connection) -> list[dict]:
-            q2 = q.where(Environment.study_id == self._study_id(conn, study_name))
-            return [self._row(Environment, r) for r in conn.execute(q2.order_by(Environment.session))]
-
-        return self._run(go, write=False)
+        q2 = q.where(Environment.study_id == self._study_id(conn, study_name))
+        return [self._row(Environment, r) for r in conn.execute(q2.order_by(Environment.session))]
 
     # ---- Optuna ----------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from mimax.contract import LOG_COND_PERCENTILES
 from mimax.trainables.functional import Index, Stacked
 
 
@@ -44,7 +45,7 @@ def log_condition_numbers(encoder: Stacked | nn.Module, x: torch.Tensor, idx: In
 
 def percentiles(
     values: torch.Tensor | Sequence[float],
-    qs: Sequence[float] = (5, 25, 50, 75, 95),
+    qs: Sequence[float] = LOG_COND_PERCENTILES,
     prefix: str | None = None,
 ) -> dict:
     """The q-th percentiles (linear interpolation, numpy's default), NaN for no values.

@@ -25,9 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mimax.contract import MEAN_KEYS
+
 CHECKPOINT_FILE = "trainer.pt"
 META_FILE = "meta.json"
-MEAN_KEYS = ("bound_train", "bound_test", "probe_accuracy", "loss", "classifier_accuracy")
 
 
 def read_meta(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -129,13 +129,6 @@ def test_nan_becomes_null(db, tmp_path, capsys):
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export(db, tmp_path, capsys, fmt):
     path, url = db
-    if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:  # then the command says so in one line
-            assert "needs pyarrow" in one_line_error(capsys, "export", "main", "--db", url, "--format", fmt,
-                                                     "--out", str(tmp_path))
-            return
     code, out, err = run(capsys, "export", "main", "--db", url, "--format", fmt, "--out", str(tmp_path))
     assert code == 0, err
     read = pd.read_csv if fmt == "csv" else pd.read_parquet

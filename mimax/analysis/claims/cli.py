@@ -8,12 +8,12 @@ import json
 
 from mimax.analysis.load import AnalysisError
 
-__all__ = ["N_BOOT", "register", "run", "verify_command"]
+__all__ = ["N_BOOT", "at_least", "register", "run", "verify_command"]
 
 N_BOOT = 10_000  # resamples (and permutations) per claim: p-values reach 1e-4, below Holm's levels
 
 
-def _at_least(minimum: int):
+def at_least(minimum: int):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -34,9 +34,9 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="also write verdicts.json and verdicts.md into DIR")
     p.add_argument("--budget", help="budget of the claims that name a preset but no budget: they read the study "
                                     "PRESET-BUDGET (default: the file's budget)")
-    p.add_argument("--n-boot", type=_at_least(100), default=N_BOOT, metavar="N",
+    p.add_argument("--n-boot", type=at_least(100), default=N_BOOT, metavar="N",
                    help=f"bootstrap resamples and permutations per claim (default {N_BOOT})")
-    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the resampling (default 0)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the resampling (default 0)")
     p.set_defaults(func=verify_command)
 
 

@@ -121,18 +121,12 @@ def report_tables(v: Verification) -> list[tuple[str, str, str, pd.DataFrame]]:
     ]
 
 
-def _md_cell(x) -> str:
-    text = _num(x) if isinstance(x, float) else str(x)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def markdown(v: Verification) -> str:
+    from mimax.analysis.report import md_table  # the report's tables: the same cells, escaped the same
+
     parts = [f"# Claims: {v.source}", "", summary_sentence(v), ""]
     for _anchor, title, _expl, frame in report_tables(v):
-        parts += [f"## {title}", "", "| " + " | ".join(frame.columns) + " |",
-                  "|" + "|".join("---" for _ in frame.columns) + "|"]
-        parts += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in frame.itertuples(index=False)]
-        parts.append("")
+        parts += [f"## {title}", "", md_table(frame), ""]
     return "\n".join(parts)
 
 

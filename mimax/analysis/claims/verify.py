@@ -20,6 +20,7 @@ from mimax.analysis.claims import evidence as E
 from mimax.analysis.claims.spec import Claim, ClaimsFile, Versus, claim_error
 from mimax.analysis.load import SHORT_FACTORS, AnalysisError, StudyData, list_studies, load
 from mimax.analysis.stats import final_metrics
+from mimax.contract import ceiling
 from mimax.errors import ConfigError
 from mimax.search_spaces.spec import show
 
@@ -32,16 +33,14 @@ NO_TEST = E.Test(math.nan, (math.nan, math.nan), 1.0, 1.0, 0)
 
 
 def ceilings(trials: pd.DataFrame) -> pd.Series:
-    """Each trial's ceiling in nats (NaN where its estimator has none). Reads the stored ``ceiling``
-    column when the study has one; else computes it from the config as the estimators define it."""
+    """Each trial's ceiling in nats (NaN where its estimator has none): the stored ``ceiling`` column, or
+    in a database from before revision 0003 the rule that revision backfills with (``contract.ceiling``)."""
     if "ceiling" in trials.columns:
         return pd.to_numeric(trials["ceiling"], errors="coerce")
-    if "train.batch_size" not in trials.columns or "estimator" not in trials.columns:
-        return pd.Series(np.nan, index=trials.index)
-    k, est = pd.to_numeric(trials["train.batch_size"], errors="coerce"), trials["estimator"]
-    out = pd.Series(np.nan, index=trials.index)
-    out = out.mask(est.isin(["nce", "kpair"]), np.log(k.astype(float)))
-    return out.mask(est == "triplet", math.log(2))
+    k = trials.get("train.batch_size", pd.Series(np.nan, index=trials.index))
+    configs = [{"estimator": e, "train": {} if pd.isna(b) else {"batch_size": b}}
+               for e, b in zip(trials.get("estimator", [None] * len(trials)), k)]
+    return pd.Series([ceiling(c) for c in configs], index=trials.index, dtype=float)
 
 
 @dataclass

@@ -10,79 +10,33 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from mimax.study.migrations.tables import TS, create_table
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-TS = sa.DateTime(timezone=True)
+S255, S64, TEXT, INT, FLOAT = sa.String(255), sa.String(64), sa.Text, sa.Integer, sa.Float
 
 
 def upgrade() -> None:
-    op.create_table(
-        "mimax_studies",
-        sa.Column("id", sa.Integer, nullable=False),
-        sa.Column("name", sa.String(255), nullable=False),
-        sa.Column("space_source", sa.Text, nullable=False),
-        sa.Column("space_json", sa.Text, nullable=False),
-        sa.Column("space_fingerprint", sa.String(128), nullable=False),
-        sa.Column("budget", sa.Text, nullable=True),
-        sa.Column("sampler", sa.String(64), nullable=False),
-        sa.Column("directions", sa.Text, nullable=False),
-        sa.Column("metrics", sa.Text, nullable=False),
-        sa.Column("seeds", sa.Integer, nullable=False),
-        sa.Column("n_configs_requested", sa.Integer, nullable=True),
-        sa.Column("optuna_study_name", sa.String(255), nullable=False),
-        sa.Column("results_dir", sa.Text, nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("created_at", TS, nullable=False),
-        sa.Column("updated_at", TS, nullable=False),
-        sa.Column("driver_owner", sa.Text, nullable=True),
-        sa.Column("driver_heartbeat_at", TS, nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_mimax_studies"),
-        sa.UniqueConstraint("name", name="uq_mimax_studies_name"),
-    )
-    op.create_table(
-        "mimax_trials",
-        sa.Column("id", sa.Integer, nullable=False),
-        sa.Column("study_id", sa.Integer, nullable=False),
-        sa.Column("trial_key", sa.String(255), nullable=False),
-        sa.Column("optuna_trial_number", sa.Integer, nullable=True),
-        sa.Column("config_json", sa.Text, nullable=False),
-        sa.Column("config_hash", sa.String(64), nullable=False),
-        sa.Column("seed", sa.Integer, nullable=False),
-        sa.Column("replicate_group", sa.String(255), nullable=False),
-        sa.Column("replicate_index", sa.Integer, nullable=False),
-        sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("error", sa.Text, nullable=True),
-        sa.Column("node", sa.Text, nullable=True),
-        sa.Column("resources", sa.Text, nullable=True),
-        sa.Column("started_at", TS, nullable=True),
-        sa.Column("ended_at", TS, nullable=True),
-        sa.Column("checkpoint", sa.Text, nullable=True),
-        sa.Column("last_step", sa.Integer, nullable=True),
-        sa.Column("ray_trial_id", sa.String(255), nullable=True),
-        sa.Column("updated_at", TS, nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_mimax_trials"),
-        sa.ForeignKeyConstraint(["study_id"], ["mimax_studies.id"], name="fk_mimax_trials_study_id"),
-        sa.UniqueConstraint("study_id", "trial_key", name="uq_mimax_trials_study_id_trial_key"),
-    )
-    op.create_table(
-        "mimax_evaluations",
-        sa.Column("id", sa.Integer, nullable=False),
-        sa.Column("trial_id", sa.Integer, nullable=False),
-        sa.Column("step", sa.Integer, nullable=False),
-        sa.Column("bound_train", sa.Float, nullable=True),
-        sa.Column("bound_test", sa.Float, nullable=True),
-        sa.Column("probe_accuracy", sa.Float, nullable=True),
-        sa.Column("loss", sa.Float, nullable=True),
-        sa.Column("wall_s", sa.Float, nullable=True),
-        sa.Column("metrics", sa.Text, nullable=False),
-        sa.Column("recorded_at", TS, nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_mimax_evaluations"),
-        sa.ForeignKeyConstraint(["trial_id"], ["mimax_trials.id"], name="fk_mimax_evaluations_trial_id"),
-        sa.UniqueConstraint("trial_id", "step", name="uq_mimax_evaluations_trial_id_step"),
-    )
+    create_table("mimax_studies", {
+        "name": S255, "space_source": TEXT, "space_json": TEXT, "space_fingerprint": sa.String(128),
+        "budget?": TEXT, "sampler": S64, "directions": TEXT, "metrics": TEXT, "seeds": INT,
+        "n_configs_requested?": INT, "optuna_study_name": S255, "results_dir": TEXT, "status": sa.String(16),
+        "created_at": TS, "updated_at": TS, "driver_owner?": TEXT, "driver_heartbeat_at?": TS,
+    }, unique=("name",))
+    create_table("mimax_trials", {
+        "study_id": INT, "trial_key": S255, "optuna_trial_number?": INT, "config_json": TEXT,
+        "config_hash": S64, "seed": INT, "replicate_group": S255, "replicate_index": INT,
+        "state": sa.String(16), "error?": TEXT, "node?": TEXT, "resources?": TEXT, "started_at?": TS,
+        "ended_at?": TS, "checkpoint?": TEXT, "last_step?": INT, "ray_trial_id?": S255, "updated_at": TS,
+    }, unique=("study_id", "trial_key"), parent=("study_id", "mimax_studies"))
+    create_table("mimax_evaluations", {
+        "trial_id": INT, "step": INT, "bound_train?": FLOAT, "bound_test?": FLOAT, "probe_accuracy?": FLOAT,
+        "loss?": FLOAT, "wall_s?": FLOAT, "metrics": TEXT, "recorded_at": TS,
+    }, unique=("trial_id", "step"), parent=("trial_id", "mimax_trials"))
 
 
 def downgrade() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from mimax.study.migrations.tables import TS, create_table
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -18,29 +20,13 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("mimax_trials", sa.Column("checkpoint_step", sa.Integer, nullable=True))
-    op.create_table(
-        "mimax_environment",
-        sa.Column("id", sa.Integer, nullable=False),
-        sa.Column("study_id", sa.Integer, nullable=False),
-        sa.Column("session", sa.Integer, nullable=False),
-        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("mimax_version", sa.String(64), nullable=True),
-        sa.Column("python", sa.String(64), nullable=True),
-        sa.Column("torch", sa.String(64), nullable=True),
-        sa.Column("ray", sa.String(64), nullable=True),
-        sa.Column("optuna", sa.String(64), nullable=True),
-        sa.Column("sqlalchemy", sa.String(64), nullable=True),
-        sa.Column("git_commit", sa.String(64), nullable=True),
-        sa.Column("hostname", sa.Text, nullable=True),
-        sa.Column("platform", sa.Text, nullable=True),
-        sa.Column("cpu", sa.Text, nullable=True),
-        sa.Column("gpu", sa.Text, nullable=True),
-        sa.Column("device", sa.String(64), nullable=True),
-        sa.Column("extra", sa.Text, nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_mimax_environment"),
-        sa.ForeignKeyConstraint(["study_id"], ["mimax_studies.id"], name="fk_mimax_environment_study_id"),
-        sa.UniqueConstraint("study_id", "session", name="uq_mimax_environment_study_id_session"),
-    )
+    short, text = sa.String(64), sa.Text
+    create_table("mimax_environment", {
+        "study_id": sa.Integer, "session": sa.Integer, "recorded_at": TS, "mimax_version?": short,
+        "python?": short, "torch?": short, "ray?": short, "optuna?": short, "sqlalchemy?": short,
+        "git_commit?": short, "hostname?": text, "platform?": text, "cpu?": text, "gpu?": text, "device?": short,
+        "extra": text,
+    }, unique=("study_id", "session"), parent=("study_id", "mimax_studies"))
 
 
 def downgrade() -> None:

@@ -4,8 +4,9 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-01
 
-The backfill is a frozen snapshot of what the trainer reported when this revision was written
-(``Estimator.ceiling(batch_size)`` and ``Views.true_mi``): later changes to the trainer do not change it.
+The true MI is a frozen snapshot of what the data reported when this revision was written
+(``Views.true_mi``); the ceiling is ``mimax.contract.ceiling``, the rule analysis also applies to a
+database from before this revision.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import math
 import sqlalchemy as sa
 from alembic import op
 
+from mimax.contract import ceiling
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-LOG_K_ESTIMATORS = ("nce", "kpair")  # bounded by log K, K = train.batch_size
 NONIID_TRUE_MI = -0.5 * math.log(1 - 0.2**2)  # the paper's Fig. 4c pairs: correlation 0.2
-DEFAULT_BATCH_SIZE = 128
 DEFAULT_GAUSSIAN_MI = 1.0
 
 
@@ -31,16 +32,6 @@ def _name(section) -> str | None:
     if isinstance(section, str):
         return section
     return section.get("name") if isinstance(section, dict) else None
-
-
-def ceiling(config: dict) -> float | None:
-    estimator = _name(config.get("estimator"))
-    if estimator in LOG_K_ESTIMATORS:
-        train = config.get("train") if isinstance(config.get("train"), dict) else {}
-        return math.log(train.get("batch_size", DEFAULT_BATCH_SIZE))
-    if estimator == "triplet":  # InfoNCE with K = 2
-        return math.log(2)
-    return None
 
 
 def true_mi(config: dict) -> float | None:

@@ -18,6 +18,7 @@ here) carry their schema revision in their own Alembic version table beside Optu
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import urllib.parse
 from functools import partial
@@ -33,7 +34,7 @@ from mimax.study.models import Base, Environment, Evaluation, Study, Trial
 
 __all__ = [
     "DEFAULT_URL", "STATES", "STUDY_STATUSES", "TERMINAL", "Base", "Database", "DatabaseError", "Environment",
-    "Evaluation", "Study", "Trial", "UnknownStudy", "choose_url", "first_line", "head_revision",
+    "Evaluation", "Study", "Trial", "UnknownStudy", "check_study_name", "choose_url", "first_line", "head_revision",
 ]
 
 STUDY_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -46,6 +47,10 @@ VERSION_TABLE = "mimax_alembic_version"  # Optuna owns alembic_version
 SQLITE_BUSY_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 5
 _PG_MIGRATION_LOCK = 0x6D696D6178  # pg_advisory_xact_lock key: "mimax"
+# A study name is a key in VARCHAR(255) columns (Optuna's copy carries a prefix) and names directories
+# (Ray's run directory, reports/NAME): short, and nothing a file system or a shell reads specially.
+STUDY_NAME_MAX = 128
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class DatabaseError(ConfigError):
@@ -62,6 +67,19 @@ class UnknownStudy(DatabaseError):
 def choose_url(given: str | None) -> str:
     """The database URL to use: ``given`` (--db), else $MIMAX_DB, else ``sqlite:///mimax.db``."""
     return given or os.environ.get("MIMAX_DB") or DEFAULT_URL
+
+
+def check_study_name(name: str, option: str = "--name") -> str:
+    """``name`` if it can name a new study, else a ConfigError saying why."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(option, "a study name cannot be empty")
+    if len(name) > STUDY_NAME_MAX:
+        raise ConfigError(option, f"a study name has at most {STUDY_NAME_MAX} characters, got {len(name)} "
+                                  f"({name[:24]!r}...)")
+    if not _STUDY_NAME.fullmatch(name):
+        raise ConfigError(option, f"a study name is letters, digits, '.', '_' and '-', starting with a letter or "
+                                  f"digit, got {name!r}")
+    return name
 
 
 def first_line(exc: BaseException) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from mimax.db import TERMINAL, choose_url
+from mimax.db import TERMINAL, check_study_name, choose_url
 from mimax.errors import ConfigError
 
 DEFAULT_RESULTS = "mimax-results"
@@ -23,6 +25,24 @@ class RunOptions:
     scheduler: str = "none"
     quiet: bool = False
     pack: int | str = "auto"  # seed replicates per Ray trial
+
+    def check(self) -> None:
+        """Refuse what no cluster could run, before anything is opened or written (the cluster's own
+        limits are checked once it is joined: ``cluster.check_resources``)."""
+        from mimax.study import cluster
+
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+            raise ConfigError("--cpus-per-trial", f"expected a number > 0, got {self.cpus_per_trial:g}")
+        if not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise ConfigError("--gpus-per-trial", f"expected a number ≥ 0, got {self.gpus_per_trial:g}")
+        if self.pack != "auto" and (not isinstance(self.pack, int) or self.pack < 1):
+            raise ConfigError("--pack", f"expected a whole number ≥ 1 or auto, got {self.pack!r}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {self.max_concurrent}")
+        if self.scheduler not in ("none", "asha"):
+            raise ConfigError("--scheduler", f"expected none or asha, got {self.scheduler!r}")
+        if self.address:
+            cluster.parse_address(self.address)
 
 
 def driver_owner() -> str:
@@ -47,8 +67,6 @@ def owner_alive(owner: str) -> bool:
 def _space_for_scheduler(space, scheduler: str):
     if scheduler == "none":
         return None
-    if scheduler != "asha":
-        raise ConfigError("--scheduler", f"expected none or asha, got {scheduler!r}")
     if len(space.metrics) != 1:
         raise ConfigError("--scheduler", "asha needs a single objective; this space has "
                                          f"{len(space.metrics)}")
@@ -67,6 +85,8 @@ def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, res
     from mimax.search_spaces import load_space
     from mimax.study.store import Store, StudyExists
 
+    check_study_name(name)
+    opts.check()
     space = load_space(space_ref, budget)
     sched = _space_for_scheduler(space, opts.scheduler)
     url = choose_url(db)
@@ -99,6 +119,9 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
     from mimax.search_spaces import load_space
     from mimax.study.store import Store
 
+    opts.check()
+    if add_trials < 0:
+        raise ConfigError("--add-trials", f"expected a whole number ≥ 0, got {add_trials}")
     store = Store(choose_url(db), create=False)
     study = store.require_study(name)
     space = load_space(study["space_source"], study["budget"])
@@ -106,8 +129,6 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
         raise ConfigError("space", f"{study['space_source']} changed since study {name!r} was launched "
                                    "(its fingerprint differs); launch a new study for the new space")
     sched = _space_for_scheduler(space, opts.scheduler)
-    if add_trials < 0:
-        raise ConfigError("--add-trials", f"expected a whole number ≥ 0, got {add_trials}")
     if add_trials and space.exhaustive:
         raise ConfigError("--add-trials", f"{name!r} enumerates a grid of {space.n_configs} configurations; "
                                           "extend a sampled space instead")
@@ -126,14 +147,6 @@ def _connect(opts: RunOptions, store) -> None:
     from mimax.study import cluster
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if opts.cpus_per_trial <= 0:
-        raise ConfigError("--cpus-per-trial", f"expected a number > 0, got {opts.cpus_per_trial:g}")
-    if opts.gpus_per_trial < 0:
-        raise ConfigError("--gpus-per-trial", f"expected a number ≥ 0, got {opts.gpus_per_trial:g}")
-    if opts.pack != "auto" and (not isinstance(opts.pack, int) or opts.pack < 1):
-        raise ConfigError("--pack", f"expected a whole number ≥ 1 or auto, got {opts.pack!r}")
-    if opts.max_concurrent is not None and opts.max_concurrent < 1:
-        raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {opts.max_concurrent}")
     cluster.connect(opts.address, scrub=store.scrub)
     cluster.check_resources(opts.cpus_per_trial, opts.gpus_per_trial)
 
@@ -149,6 +162,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
 
     owner = driver_owner()
     store.claim_driver(name, owner, alive=owner_alive)
+    writer = None
     try:
         study = store.require_study(name)
         store.update_study(name, status="running")
@@ -209,6 +223,9 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
     finally:
         # A driver that stops on its own (Ctrl-C, an error) hands its unfinished trials back: they are
         # pending again until a resume. (After SIGKILL resume treats 'running' the same way.)
+        if writer is not None and writer.thread.is_alive():  # failed under Tune: stop it before the lease
+            with contextlib.suppress(Exception):             # goes, or it logs LeaseLost every beat
+                writer.stop()
         try:
             for t in store.trials(name, states=["running"]):
                 store.update_trial(name, t["trial_key"], state="pending")

@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from mimax.contract import StrictModel
 from mimax.errors import ConfigError, from_validation_error
 
 
-class Params(BaseModel):
+class Params(StrictModel):
     """Parameters of one component; unknown keys are errors, never warnings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import os
 import re
 import sqlite3
 import urllib.parse
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -66,7 +66,9 @@ class UnknownStudy(DatabaseError):
 
 def choose_url(given: str | None) -> str:
     """The database URL to use: ``given`` (--db), else $MIMAX_DB, else ``sqlite:///mimax.db``."""
-    return given or os.environ.get("MIMAX_DB") or DEFAULT_URL
+    if given is not None:  # --db "" is a mistake to report, not a request for the default
+        return given
+    return os.environ.get("MIMAX_DB") or DEFAULT_URL
 
 
 def check_study_name(name: str, option: str = "--name") -> str:
@@ -93,23 +95,25 @@ def _parse(url: str) -> URL:
     if not isinstance(url, str) or not url.strip():
         raise DatabaseError("database URL is empty")
     try:
+        url.encode("utf-8")  # undecodable bytes typed into a shell arrive as lone surrogates
         parsed = make_url(url)
     except Exception:
         raise DatabaseError(
             "database URL is not a URL: expected sqlite:///path/to/file.db or "
             "postgresql+psycopg://user:password@host:port/database"
         ) from None
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    # From the name itself: asking SQLAlchemy for the driver imports the dialect, and fails on unknown ones.
+    backend, _, driver = parsed.drivername.partition("+")
     shown = parsed.render_as_string(hide_password=True)
     if backend == "postgresql":
-        if "+" not in parsed.drivername:  # plain postgresql:// would mean psycopg2, which mimax does not use
+        if not driver:  # plain postgresql:// would mean psycopg2, which mimax does not use
             parsed = parsed.set(drivername="postgresql+psycopg")
         elif driver != "psycopg":
             raise DatabaseError(f"database URL {shown}: driver '{driver}' is not supported; use postgresql+psycopg://")
         if not parsed.database:
             raise DatabaseError(f"database URL {shown}: no database name")
     elif backend == "sqlite":
-        if driver != "pysqlite":
+        if driver not in ("", "pysqlite"):
             raise DatabaseError(f"database URL {shown}: driver '{driver}' is not supported; use sqlite:///path")
         if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
             raise DatabaseError(f"database URL {shown}: give a file path (sqlite:///path/to/file.db)")
@@ -277,6 +281,7 @@ def alembic_config(conn: sa.Connection | None = None):
     return cfg
 
 
+@cache  # the migrations do not change while mimax runs; reading them costs ~0.1 s a Store
 def _script():
     from alembic.script import ScriptDirectory
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import functools
 import io
 import json
 import math
@@ -69,7 +70,7 @@ class World:
     inputs: int = 0
     launches: dict = field(default_factory=dict)  # test -> launches that created a study
 
-    def may_create(self, test: str, quota: int = 10) -> bool:
+    def may_create(self, test: str, quota: int = 3) -> bool:
         """Whether ``test`` may launch one more study for real (Optuna's storage costs ~0.5 s a study);
         past its quota an input that would be accepted is sent to a name that is taken instead."""
         self.launches[test] = self.launches.get(test, 0) + 1
@@ -121,6 +122,7 @@ SMALL_CONFIG = {
 def world(tmp_path_factory):
     import ray
 
+    import mimax.cli as cli
     import mimax.study.engine as engine
     import mimax.trainables.loop as loop
 
@@ -166,6 +168,8 @@ def world(tmp_path_factory):
         mp.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
         mp.setattr(engine, "_run", fake_run)
         mp.setattr(loop, "Trainer", FakeTrainer)
+        # One parser for all inputs, as a process has: argparse's set-up costs ~20 ms a parser.
+        mp.setattr(cli, "build_parser", functools.cache(cli.build_parser))
         yield w
     srv.close()
     print(f"\n{w.inputs} generated inputs run through mimax")

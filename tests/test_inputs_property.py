@@ -702,3 +702,59 @@ def test_any_command_line(world, command, rest):
     rejected = outcome(code, err)
     if rejected:
         whole(before, studies(db), None)
+
+
+# ---- PostgreSQL: refusals after the database is opened leave no study there either -------------------
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A fresh database on the test server (127.0.0.1:5432, as tests/study/conftest.py), dropped after."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+    from requires import require
+
+    host, port = os.environ.get("MIMAX_TEST_PG_HOST", "127.0.0.1"), int(os.environ.get("MIMAX_TEST_PG_PORT", "5432"))
+    user = os.environ.get("MIMAX_TEST_PG_USER", "postgres")
+    try:
+        admin = psycopg.connect(host=host, port=port, user=user, dbname="postgres", connect_timeout=5, autocommit=True)
+    except psycopg.Error:
+        admin = None
+    require(admin is not None, f"a PostgreSQL server at {host}:{port} (user {user})")
+    name = f"mimax_inputs_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    finally:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def pg_studies(url: str) -> tuple[set[str], set[str]]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return ({r[0] for r in conn.execute(text("SELECT name FROM mimax_studies"))},
+                    {r[0] for r in conn.execute(text("SELECT study_name FROM studies"))})
+    finally:
+        engine.dispose()
+
+
+@given(data=st.data())
+@examples(40)
+def test_postgresql_refusals_leave_no_study(world, pg_url, data):
+    if not world.launches.get("pg"):  # once: a study whose name is then taken
+        world.launches["pg"] = 1
+        assert mimax(world, "launch", world.space, "--name", "pg-taken", "--db", pg_url, "--quiet")[0] == 0
+    name = data.draw(st.one_of(st.just("pg-taken"), STUDY_NAMES, st.just(f"pg{world.inputs}")))
+    extra = data.draw(st.sampled_from([[], ["--cpus-per-trial=5"], ["--gpus-per-trial=1"], ["--budget=nope"],
+                                       [f"--address=127.0.0.1:{world.closed_ports[0]}"]]))
+    if name_ok(name) and name != "pg-taken" and not extra:
+        extra = ["--cpus-per-trial=5"]  # every input here is one to refuse (each launch costs ~1 s)
+    before = pg_studies(pg_url)
+    code, _, err = mimax(world, "launch", world.space, f"--name={name}", "--db", pg_url, "--quiet", *extra)
+    outcome(code, err, rejected=True)
+    whole(before, pg_studies(pg_url), None)

@@ -41,7 +41,7 @@ class RunOptions:
             raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {self.max_concurrent}")
         if self.scheduler not in ("none", "asha"):
             raise ConfigError("--scheduler", f"expected none or asha, got {self.scheduler!r}")
-        if self.address:
+        if self.address is not None:  # --address "" is a mistake, not a request for a local cluster
             cluster.parse_address(self.address)
 
 

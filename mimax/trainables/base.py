@@ -40,6 +40,6 @@ def parse_params(cls: type, section: Mapping[str, Any], family: str) -> Params:
     """Validate ``section`` (without its ``name``) against ``cls.Params``."""
     fields = {k: v for k, v in section.items() if k != "name"}
     try:
-        return cls.Params(**fields)
+        return cls.Params.model_validate(fields)  # not **fields: a key need not be a string
     except ValidationError as exc:
         raise from_validation_error(exc, family) from None

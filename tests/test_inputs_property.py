@@ -758,3 +758,27 @@ def test_postgresql_refusals_leave_no_study(world, pg_url, data):
     code, _, err = mimax(world, "launch", world.space, f"--name={name}", "--db", pg_url, "--quiet", *extra)
     outcome(code, err, rejected=True)
     whole(before, pg_studies(pg_url), None)
+
+
+# ---- paths: --checkpoint of mimax train, --results-dir of launch --------------------------------------
+
+@given(data=st.data())
+@examples(400)
+def test_paths(world, data):
+    path = data.draw(st.one_of(
+        st.sampled_from(["", ".", "/", str(world.tmp), str(world.config), f"{world.config}/x", "/nonexistent/x.pt",
+                         "~", "x.pt", "sub/x.pt", "a" * 300, "/" + "a/" * 2000]),
+        ARG_TEXT))
+    if data.draw(st.booleans()):
+        code, _, err = mimax(world, "train", world.config, f"--checkpoint={path}")
+        rejected = outcome(code, err)
+        if rejected:
+            assert err.startswith(f"{PREFIX}--checkpoint: "), err
+        else:  # it reached the trainer: a file there can be read, or one can be made
+            assert not os.path.isdir(path) and os.path.isdir(os.path.dirname(os.path.abspath(path)))
+    else:  # a budget the space lacks is refused right after the results folder is checked
+        code, _, err = mimax(world, "launch", world.space, "--name", "paths", f"--results-dir={path}",
+                             "--budget=nope", "--db", f"sqlite:///{world.tmp / 'paths.db'}")
+        outcome(code, err, rejected=True)
+        assert err.startswith(f"{PREFIX}--results-dir: ") or "nope" in err, err
+        assert not (world.tmp / "paths.db").exists()

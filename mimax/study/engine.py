@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mimax.contract import INT_MAX
 from mimax.db import TERMINAL, check_study_name, choose_url
 from mimax.errors import ConfigError
 
@@ -87,6 +88,7 @@ def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, res
 
     check_study_name(name)
     opts.check()
+    results = _results_dir(DEFAULT_RESULTS if results_dir is None else results_dir)
     space = load_space(space_ref, budget)
     sched = _space_for_scheduler(space, opts.scheduler)
     url = choose_url(db)
@@ -94,7 +96,6 @@ def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, res
     if store.get_study(name) is not None:
         raise StudyExists(f"study {name!r} already exists in {store.display_url}; use `mimax resume {name}`")
     _connect(opts, store)  # before anything is written: a bad address leaves nothing behind
-    results = str(Path(results_dir or DEFAULT_RESULTS).resolve())
     source = space_ref if not os.path.exists(space_ref) else str(Path(space_ref).resolve())
     import optuna
 
@@ -120,8 +121,9 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
     from mimax.study.store import Store
 
     opts.check()
-    if add_trials < 0:
-        raise ConfigError("--add-trials", f"expected a whole number ≥ 0, got {add_trials}")
+    if not 0 <= add_trials <= INT_MAX:
+        raise ConfigError("--add-trials", f"expected a whole number from 0 to {INT_MAX}, got {add_trials}")
+    results = _results_dir(results_dir) if results_dir is not None else None
     store = Store(choose_url(db), create=False)
     study = store.require_study(name)
     space = load_space(study["space_source"], study["budget"])
@@ -133,12 +135,30 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
         raise ConfigError("--add-trials", f"{name!r} enumerates a grid of {space.n_configs} configurations; "
                                           "extend a sampled space instead")
     _connect(opts, store)
-    if results_dir:
-        store.update_study(name, results_dir=str(Path(results_dir).resolve()))
+    if results:
+        store.update_study(name, results_dir=results)
     if add_trials:
         store.update_study(name, n_configs_requested=study["n_configs_requested"] + add_trials)
     sessions = 1 + max((e["session"] for e in store.environments(name)), default=0)
     return _run(store, name, space, opts, sched, session=sessions)
+
+
+def _results_dir(given: str) -> str:
+    """``given`` as an absolute path, if a folder can be made and written there (Ray makes it later,
+    when a failure would leave a study behind)."""
+    if not given:
+        raise ConfigError("--results-dir", "an empty path")
+    try:
+        path = Path(given).expanduser().resolve()
+        str(path).encode("utf-8")
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError("--results-dir", f"not a usable path, got {given!r} ({exc})") from None
+    base = next(p for p in (path, *path.parents) if p.exists())
+    if not base.is_dir():
+        raise ConfigError("--results-dir", f"{base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError("--results-dir", f"cannot write in {base}")
+    return str(path)
 
 
 def _connect(opts: RunOptions, store) -> None:

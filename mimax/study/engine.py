@@ -151,9 +151,9 @@ def _results_dir(given: str) -> str:
     try:
         path = Path(given).expanduser().resolve()
         str(path).encode("utf-8")
+        base = next(p for p in (path, *path.parents) if p.exists())  # too long a name raises here
     except (OSError, RuntimeError, ValueError) as exc:
         raise ConfigError("--results-dir", f"not a usable path, got {given!r} ({exc})") from None
-    base = next(p for p in (path, *path.parents) if p.exists())
     if not base.is_dir():
         raise ConfigError("--results-dir", f"{base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):

@@ -50,6 +50,12 @@ def _check_checkpoint(path: str) -> None:
         raise ConfigError("--checkpoint", f"expected a file path, got {path!r}")
     if not os.path.isdir(folder):
         raise ConfigError("--checkpoint", f"no folder {folder} to write {os.path.basename(path)!r} in")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:  # a name too long for the file system, say
+        raise ConfigError("--checkpoint", f"cannot use {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def train_command(args) -> int:

@@ -13,13 +13,28 @@ from mimax.errors import ConfigError
 EXIT_BAD_INPUT = 2
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped: an error stays one line
+    whatever the user typed into it."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``mimax: error: launch: ...``) and exit code 2, like every
+    other bad input; ``--help`` still shows the usage. Subparsers inherit the class."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]  # "mimax db upgrade" -> "db upgrade"
+        self.exit(EXIT_BAD_INPUT, f"mimax: error: {command + ': ' if command else ''}{one_line(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mimax.analysis import cli as analysis
     from mimax.search_spaces import cli as spaces
     from mimax.study import cli as study
     from mimax.trainables import cli as trainables
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mimax", description="Run and analyse studies of MI-maximising representation learning.")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (trainables, spaces, study, analysis):
@@ -34,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigError as exc:  # bad input, a database problem included (mimax.db.DatabaseError)
-        print(f"mimax: error: {exc}", file=sys.stderr)
+        print(f"mimax: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("mimax: interrupted", file=sys.stderr)

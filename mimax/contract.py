@@ -37,11 +37,31 @@ LATER_DEFAULTS = {**{("train", k): v for k, v in SPEED_DEFAULTS.items()}, ("trai
 PROBE_LABEL = r"[A-Za-z0-9_-]+"  # a probe's label names its metric, probe_accuracy.<label>
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+INT_MAX = 2**31 - 1  # the database's INTEGER on PostgreSQL; beyond it a count or a seed is a typo anyway
 
 
-class TrainConfig(_Strict):
+def _check_ints(value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT_MAX <= value <= INT_MAX:
+        raise ValueError(f"expected an integer within ±{INT_MAX}, got {value}")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_ints(item)
+
+
+class StrictModel(BaseModel):
+    """A config model: unknown keys, a value of another type (true for a number, text for a number), NaN
+    or infinity, and an integer beyond 32 bits are errors, never coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _int_range(cls, value: Any) -> Any:
+        _check_ints(value)
+        return value
+
+
+class TrainConfig(StrictModel):
     steps: int = Field(ge=0)
     batch_size: int = Field(default=128, ge=2)
     lr: float = Field(default=1e-4, gt=0)
@@ -56,7 +76,7 @@ class TrainConfig(_Strict):
     adam: Literal["torch", "tf1"] = "torch"
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictModel):
     every: int = Field(ge=1)
     # One probe (a name or a section), "none", or a list of probes: each one's accuracy is recorded as
     # probe_accuracy.<label> (label: its ``label``, else its name) and probe_accuracy is the first one's.
@@ -67,7 +87,7 @@ class EvalConfig(_Strict):
     jacobian_batch: int = Field(default=128, ge=1)
 
 
-class AdversarialConfig(_Strict):
+class AdversarialConfig(StrictModel):
     """Fig. 1c: a linear softmax classifier against an encoder that tries to make its output uniform."""
 
     warmup: int = Field(default=1000, ge=0)
@@ -76,7 +96,7 @@ class AdversarialConfig(_Strict):
     encoder_lr: float = Field(default=1e-5, gt=0)
 
 
-class TrialConfig(_Strict):
+class TrialConfig(StrictModel):
     data: dict | str
     encoder: dict | str
     critic: dict | str | None = None

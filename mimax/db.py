@@ -18,9 +18,10 @@ here) carry their schema revision in their own Alembic version table beside Optu
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import urllib.parse
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -33,7 +34,7 @@ from mimax.study.models import Base, Environment, Evaluation, Study, Trial
 
 __all__ = [
     "DEFAULT_URL", "STATES", "STUDY_STATUSES", "TERMINAL", "Base", "Database", "DatabaseError", "Environment",
-    "Evaluation", "Study", "Trial", "UnknownStudy", "choose_url", "first_line", "head_revision",
+    "Evaluation", "Study", "Trial", "UnknownStudy", "check_study_name", "choose_url", "first_line", "head_revision",
 ]
 
 STUDY_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -46,6 +47,10 @@ VERSION_TABLE = "mimax_alembic_version"  # Optuna owns alembic_version
 SQLITE_BUSY_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 5
 _PG_MIGRATION_LOCK = 0x6D696D6178  # pg_advisory_xact_lock key: "mimax"
+# A study name is a key in VARCHAR(255) columns (Optuna's copy carries a prefix) and names directories
+# (Ray's run directory, reports/NAME): short, and nothing a file system or a shell reads specially.
+STUDY_NAME_MAX = 128
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class DatabaseError(ConfigError):
@@ -61,7 +66,22 @@ class UnknownStudy(DatabaseError):
 
 def choose_url(given: str | None) -> str:
     """The database URL to use: ``given`` (--db), else $MIMAX_DB, else ``sqlite:///mimax.db``."""
-    return given or os.environ.get("MIMAX_DB") or DEFAULT_URL
+    if given is not None:  # --db "" is a mistake to report, not a request for the default
+        return given
+    return os.environ.get("MIMAX_DB") or DEFAULT_URL
+
+
+def check_study_name(name: str, option: str = "--name") -> str:
+    """``name`` if it can name a new study, else a ConfigError saying why."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(option, "a study name cannot be empty")
+    if len(name) > STUDY_NAME_MAX:
+        raise ConfigError(option, f"a study name has at most {STUDY_NAME_MAX} characters, got {len(name)} "
+                                  f"({name[:24]!r}...)")
+    if not _STUDY_NAME.fullmatch(name):
+        raise ConfigError(option, f"a study name is letters, digits, '.', '_' and '-', starting with a letter or "
+                                  f"digit, got {name!r}")
+    return name
 
 
 def first_line(exc: BaseException) -> str:
@@ -75,23 +95,25 @@ def _parse(url: str) -> URL:
     if not isinstance(url, str) or not url.strip():
         raise DatabaseError("database URL is empty")
     try:
+        url.encode("utf-8")  # undecodable bytes typed into a shell arrive as lone surrogates
         parsed = make_url(url)
     except Exception:
         raise DatabaseError(
             "database URL is not a URL: expected sqlite:///path/to/file.db or "
             "postgresql+psycopg://user:password@host:port/database"
         ) from None
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    # From the name itself: asking SQLAlchemy for the driver imports the dialect, and fails on unknown ones.
+    backend, _, driver = parsed.drivername.partition("+")
     shown = parsed.render_as_string(hide_password=True)
     if backend == "postgresql":
-        if "+" not in parsed.drivername:  # plain postgresql:// would mean psycopg2, which mimax does not use
+        if not driver:  # plain postgresql:// would mean psycopg2, which mimax does not use
             parsed = parsed.set(drivername="postgresql+psycopg")
         elif driver != "psycopg":
             raise DatabaseError(f"database URL {shown}: driver '{driver}' is not supported; use postgresql+psycopg://")
         if not parsed.database:
             raise DatabaseError(f"database URL {shown}: no database name")
     elif backend == "sqlite":
-        if driver != "pysqlite":
+        if driver not in ("", "pysqlite"):
             raise DatabaseError(f"database URL {shown}: driver '{driver}' is not supported; use sqlite:///path")
         if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
             raise DatabaseError(f"database URL {shown}: give a file path (sqlite:///path/to/file.db)")
@@ -259,6 +281,7 @@ def alembic_config(conn: sa.Connection | None = None):
     return cfg
 
 
+@cache  # the migrations do not change while mimax runs; reading them costs ~0.1 s a Store
 def _script():
     from alembic.script import ScriptDirectory
 

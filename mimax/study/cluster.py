@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from contextlib import contextmanager
@@ -11,16 +12,28 @@ from typing import Callable
 from mimax.errors import ConfigError
 
 
+# A host name the resolver takes as it is (labels of 1-63 ASCII characters), an IPv4 or a bracketed IPv6.
+_HOST = re.compile(r"[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*|\[[0-9A-Fa-f:.]+\]")
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``address`` (HOST:PORT, or SCHEME://HOST:PORT), None for auto and local."""
+    if address in ("auto", "local"):
+        return None
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not (sep and _HOST.fullmatch(host) and len(host) <= 253 and port.isascii() and port.isdigit()
+            and 0 < int(port) < 65536):
+        raise ConfigError("--address", f"expected HOST:PORT of a Ray head node, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
 def _check_reachable(address: str) -> None:
     """Fail in seconds, with one line, instead of letting ray.init retry for minutes."""
-    if address in ("auto", "local"):
+    hostport = parse_address(address)
+    if hostport is None:
         return
-    hostport = address.split("://", 1)[-1]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError("--address", f"expected HOST:PORT of a Ray head node, got {address!r}")
     try:
-        with socket.create_connection((host, int(port)), timeout=3):
+        with socket.create_connection(hostport, timeout=3):
             pass
     except OSError as exc:
         raise ConfigError("--address", f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None

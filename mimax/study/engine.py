@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from mimax.db import TERMINAL, choose_url
+from mimax.contract import INT_MAX
+from mimax.db import TERMINAL, check_study_name, choose_url
 from mimax.errors import ConfigError
 
 DEFAULT_RESULTS = "mimax-results"
@@ -23,6 +26,24 @@ class RunOptions:
     scheduler: str = "none"
     quiet: bool = False
     pack: int | str = "auto"  # seed replicates per Ray trial
+
+    def check(self) -> None:
+        """Refuse what no cluster could run, before anything is opened or written (the cluster's own
+        limits are checked once it is joined: ``cluster.check_resources``)."""
+        from mimax.study import cluster
+
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+            raise ConfigError("--cpus-per-trial", f"expected a number > 0, got {self.cpus_per_trial:g}")
+        if not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise ConfigError("--gpus-per-trial", f"expected a number ≥ 0, got {self.gpus_per_trial:g}")
+        if self.pack != "auto" and (not isinstance(self.pack, int) or self.pack < 1):
+            raise ConfigError("--pack", f"expected a whole number ≥ 1 or auto, got {self.pack!r}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {self.max_concurrent}")
+        if self.scheduler not in ("none", "asha"):
+            raise ConfigError("--scheduler", f"expected none or asha, got {self.scheduler!r}")
+        if self.address is not None:  # --address "" is a mistake, not a request for a local cluster
+            cluster.parse_address(self.address)
 
 
 def driver_owner() -> str:
@@ -47,8 +68,6 @@ def owner_alive(owner: str) -> bool:
 def _space_for_scheduler(space, scheduler: str):
     if scheduler == "none":
         return None
-    if scheduler != "asha":
-        raise ConfigError("--scheduler", f"expected none or asha, got {scheduler!r}")
     if len(space.metrics) != 1:
         raise ConfigError("--scheduler", "asha needs a single objective; this space has "
                                          f"{len(space.metrics)}")
@@ -67,6 +86,9 @@ def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, res
     from mimax.search_spaces import load_space
     from mimax.study.store import Store, StudyExists
 
+    check_study_name(name)
+    opts.check()
+    results = _results_dir(DEFAULT_RESULTS if results_dir is None else results_dir)
     space = load_space(space_ref, budget)
     sched = _space_for_scheduler(space, opts.scheduler)
     url = choose_url(db)
@@ -74,7 +96,6 @@ def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, res
     if store.get_study(name) is not None:
         raise StudyExists(f"study {name!r} already exists in {store.display_url}; use `mimax resume {name}`")
     _connect(opts, store)  # before anything is written: a bad address leaves nothing behind
-    results = str(Path(results_dir or DEFAULT_RESULTS).resolve())
     source = space_ref if not os.path.exists(space_ref) else str(Path(space_ref).resolve())
     import optuna
 
@@ -99,6 +120,10 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
     from mimax.search_spaces import load_space
     from mimax.study.store import Store
 
+    opts.check()
+    if not 0 <= add_trials <= INT_MAX:
+        raise ConfigError("--add-trials", f"expected a whole number from 0 to {INT_MAX}, got {add_trials}")
+    results = _results_dir(results_dir) if results_dir is not None else None
     store = Store(choose_url(db), create=False)
     study = store.require_study(name)
     space = load_space(study["space_source"], study["budget"])
@@ -106,18 +131,34 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
         raise ConfigError("space", f"{study['space_source']} changed since study {name!r} was launched "
                                    "(its fingerprint differs); launch a new study for the new space")
     sched = _space_for_scheduler(space, opts.scheduler)
-    if add_trials < 0:
-        raise ConfigError("--add-trials", f"expected a whole number ≥ 0, got {add_trials}")
     if add_trials and space.exhaustive:
         raise ConfigError("--add-trials", f"{name!r} enumerates a grid of {space.n_configs} configurations; "
                                           "extend a sampled space instead")
     _connect(opts, store)
-    if results_dir:
-        store.update_study(name, results_dir=str(Path(results_dir).resolve()))
+    if results:
+        store.update_study(name, results_dir=results)
     if add_trials:
         store.update_study(name, n_configs_requested=study["n_configs_requested"] + add_trials)
     sessions = 1 + max((e["session"] for e in store.environments(name)), default=0)
     return _run(store, name, space, opts, sched, session=sessions)
+
+
+def _results_dir(given: str) -> str:
+    """``given`` as an absolute path, if a folder can be made and written there (Ray makes it later,
+    when a failure would leave a study behind)."""
+    if not given:
+        raise ConfigError("--results-dir", "an empty path")
+    try:
+        path = Path(given).expanduser().resolve()
+        str(path).encode("utf-8")
+        base = next(p for p in (path, *path.parents) if p.exists())  # too long a name raises here
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError("--results-dir", f"not a usable path, got {given!r} ({exc})") from None
+    if not base.is_dir():
+        raise ConfigError("--results-dir", f"{base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError("--results-dir", f"cannot write in {base}")
+    return str(path)
 
 
 def _connect(opts: RunOptions, store) -> None:
@@ -126,14 +167,6 @@ def _connect(opts: RunOptions, store) -> None:
     from mimax.study import cluster
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if opts.cpus_per_trial <= 0:
-        raise ConfigError("--cpus-per-trial", f"expected a number > 0, got {opts.cpus_per_trial:g}")
-    if opts.gpus_per_trial < 0:
-        raise ConfigError("--gpus-per-trial", f"expected a number ≥ 0, got {opts.gpus_per_trial:g}")
-    if opts.pack != "auto" and (not isinstance(opts.pack, int) or opts.pack < 1):
-        raise ConfigError("--pack", f"expected a whole number ≥ 1 or auto, got {opts.pack!r}")
-    if opts.max_concurrent is not None and opts.max_concurrent < 1:
-        raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {opts.max_concurrent}")
     cluster.connect(opts.address, scrub=store.scrub)
     cluster.check_resources(opts.cpus_per_trial, opts.gpus_per_trial)
 
@@ -149,6 +182,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
 
     owner = driver_owner()
     store.claim_driver(name, owner, alive=owner_alive)
+    writer = None
     try:
         study = store.require_study(name)
         store.update_study(name, status="running")
@@ -209,6 +243,9 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
     finally:
         # A driver that stops on its own (Ctrl-C, an error) hands its unfinished trials back: they are
         # pending again until a resume. (After SIGKILL resume treats 'running' the same way.)
+        if writer is not None and writer.thread.is_alive():  # failed under Tune: stop it before the lease
+            with contextlib.suppress(Exception):             # goes, or it logs LeaseLost every beat
+                writer.stop()
         try:
             for t in store.trials(name, states=["running"]):
                 store.update_trial(name, t["trial_key"], state="pending")

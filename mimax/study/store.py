@@ -186,6 +186,8 @@ class Store:
                 raise self.db.error(f"database error in {self.display_url}", e) from e
             except sa_exc.StatementError as e:  # a value the column type refused, before reaching the DB
                 raise self.db.error(f"bad value for {self.display_url}", e) from e
+            except UnicodeEncodeError:  # bytes a shell could not decode (as lone surrogates), e.g. in a name
+                raise DatabaseError("text that is not valid UTF-8 cannot be stored or looked up") from None
 
     def _select(self, model):
         """SELECT of the model's columns that the database has; None when it lacks the whole table."""

@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from mimax.contract import StrictModel
 from mimax.errors import ConfigError, from_validation_error
 
 
-class Params(BaseModel):
+class Params(StrictModel):
     """Parameters of one component; unknown keys are errors, never warnings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,6 @@ def parse_params(cls: type, section: Mapping[str, Any], family: str) -> Params:
     """Validate ``section`` (without its ``name``) against ``cls.Params``."""
     fields = {k: v for k, v in section.items() if k != "name"}
     try:
-        return cls.Params(**fields)
+        return cls.Params.model_validate(fields)  # not **fields: a key need not be a string
     except ValidationError as exc:
         raise from_validation_error(exc, family) from None

@@ -43,6 +43,21 @@ def _fmt(v, spec=".4f"):
     return "—" if v is None else format(v, spec)
 
 
+def _check_checkpoint(path: str) -> None:
+    """A checkpoint path that can be read (if it exists) and written, checked before training starts."""
+    folder = os.path.dirname(os.path.abspath(path)) if path else ""
+    if not path or os.path.isdir(path):
+        raise ConfigError("--checkpoint", f"expected a file path, got {path!r}")
+    if not os.path.isdir(folder):
+        raise ConfigError("--checkpoint", f"no folder {folder} to write {os.path.basename(path)!r} in")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:  # a name too long for the file system, say
+        raise ConfigError("--checkpoint", f"cannot use {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def train_command(args) -> int:
     from mimax.trainables.config import apply_overrides, validate
 
@@ -51,6 +66,8 @@ def train_command(args) -> int:
         raise ConfigError("", f"{args.config}: a trial config must be a mapping")
     raw = apply_overrides(raw, args.overrides)
     validate(raw)  # bad input fails here, before any data is loaded
+    if args.checkpoint is not None:
+        _check_checkpoint(args.checkpoint)
     from mimax.trainables.loop import Trainer
 
     trainer = Trainer(raw)

@@ -73,7 +73,7 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
     if not isinstance(raw, Mapping):
         raise ConfigError("", f"a trial config must be a mapping, got {type(raw).__name__}")
     try:
-        cfg = TrialConfig(**raw)
+        cfg = TrialConfig.model_validate(raw)  # not **raw: a key need not be a string (YAML 1: x)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
 

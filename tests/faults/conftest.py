@@ -55,11 +55,13 @@ def ray_env() -> dict:
 def ray_cluster(network, ray_env):
     head, *workers = network.hosts
     temp = Path(tempfile.mkdtemp(prefix="mxf", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    cluster = RayCluster.start(head, workers, temp, ray_env)
     try:
-        yield cluster
+        cluster = RayCluster.start(head, workers, temp, ray_env)
+        try:
+            yield cluster
+        finally:
+            cluster.close()
     finally:
-        cluster.close()
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -67,9 +67,9 @@ def ray_cluster(network, ray_env):
 
 @pytest.fixture
 def cluster(ray_cluster):
-    """The module's Ray cluster; a test that lost a host gives it back whole to the next test."""
-    yield ray_cluster
+    """The module's Ray cluster, whole: the hosts an earlier test killed or cut off are brought back."""
     ray_cluster.revive()
+    return ray_cluster
 
 
 @pytest.fixture

@@ -186,6 +186,7 @@ class RayCluster:
     workers: list[Host]
     temp: Path
     env: dict = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)  # namespaces of the workers a test killed or cut off
 
     @property
     def address(self) -> str:
@@ -205,14 +206,16 @@ class RayCluster:
         return cluster
 
     def revive(self) -> None:
-        """Bring every worker host back as a fresh node: link up, whatever is left of it killed, Ray
-        started again (a node the head declared dead never rejoins under its old id)."""
-        alive = self.alive_nodes()
+        """Bring the worker hosts in ``broken`` back as fresh nodes: link up, whatever is left of them
+        killed, Ray started again (a node the head declared dead never rejoins under its old id)."""
+        if not self.broken:
+            return
         for w in self.workers:
-            w.link(up=True)
-            if not alive.get(w.ip):
+            if w.ns in self.broken:
+                w.link(up=True)
                 w.kill()
                 self._ray(w, f"--address={self.address}", "--num-cpus=1")
+        self.broken.clear()
         self.wait_nodes(1 + len(self.workers))
 
     def _ray(self, host: Host, *args) -> None:
@@ -220,30 +223,22 @@ class RayCluster:
         # Each host its own temp dir (sockets, logs), as on separate machines; never /tmp/ray.
         temp = self.temp / host.ns[-2:]
         temp.mkdir(parents=True, exist_ok=True)
-        sh(*host.cmd(*ray, "start", f"--node-ip-address={host.ip}", f"--temp-dir={temp}", "--num-gpus=0",
-                     "--disable-usage-stats", "--object-store-memory=80000000",
-                     *args), env=self.env, timeout=180)
-
-    def alive_nodes(self) -> dict[str, bool]:
-        """Node IP -> alive (any live node with that IP), as the head sees it, asked from its namespace."""
-        code = ("import json, ray; ray.init(address=%r, log_to_driver=False, logging_level='ERROR'); "
-                "alive = {}\n"
-                "for n in ray.nodes(): alive[n['NodeManagerAddress']] = alive.get(n['NodeManagerAddress']) or n['Alive']\n"
-                "print(json.dumps(alive))") % self.address
-        r = sh(*self.head.cmd(sys.executable, "-c", code), env=self.env, timeout=120)
-        import json
-
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        cmd = host.cmd(*ray, "start", f"--node-ip-address={host.ip}", f"--temp-dir={temp}", "--num-gpus=0",
+                       "--disable-usage-stats", "--object-store-memory=80000000", *args)
+        for attempt in range(3):  # a loaded head can take longer to answer than `ray start` waits
+            r = sh(*cmd, env=self.env, timeout=180, check=attempt == 2)
+            if r.returncode == 0:
+                return
+            host.kill()
 
     def wait_nodes(self, n: int, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            alive = sum(self.alive_nodes().values())
-            if alive >= n:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {alive} of {n} Ray nodes came up")
-            time.sleep(1)
+        """Wait until the head sees ``n`` live nodes (asked from its namespace, by one polling process)."""
+        code = ("import ray, sys, time; ray.init(address=%r, log_to_driver=False, logging_level='ERROR')\n"
+                "deadline = time.monotonic() + %r\n"
+                "while sum(n['Alive'] for n in ray.nodes()) < %d:\n"
+                "    if time.monotonic() > deadline: sys.exit('only %%d Ray nodes came up' %% sum(n['Alive'] for n in ray.nodes()))\n"
+                "    time.sleep(0.5)\n") % (self.address, timeout, n)
+        sh(*self.head.cmd(sys.executable, "-c", code), env=self.env, timeout=timeout + 60)
 
     def close(self) -> None:
         for host in [*self.workers, self.head]:

@@ -30,7 +30,7 @@ from mimax.study.store import Store
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
 
 SPACE = Path(__file__).with_name("faults.yaml")
-STEPS, EVERY, TOTAL = 3000, 150, 4  # tests/faults/faults.yaml: 2 configurations x 2 seeds
+STEPS, EVERY, TOTAL = 2000, 200, 2  # tests/faults/faults.yaml: 2 configurations x 1 seed
 EVAL_STEPS = set(range(0, STEPS + 1, EVERY))
 DEADLINE_S = 240  # a study takes about a minute here; a stuck one fails the test instead of hanging CI
 
@@ -90,6 +90,17 @@ def wait_for(predicate, driver: Driver, timeout: float = DEADLINE_S):
     raise AssertionError(f"no moment to strike within {timeout} s:\n{driver.output()[-3000:]}")
 
 
+def host_of(trial: dict) -> str | None:
+    """The IP of the host a replicate last reported from (its ``node`` is "ip/node id")."""
+    return trial["node"].split("/")[0] if trial["node"] else None
+
+
+def running_on(before: tuple[dict, dict], hosts: dict, key: str):
+    """The host of replicate ``key``, and every replicate running there."""
+    host = hosts[host_of(before[0][key])]
+    return host, [k for k, t in before[0].items() if t["state"] == "running" and host_of(t) == host.ip]
+
+
 def mid_trial(url: str, name: str, on: set[str] | None = None):
     """A moment when some replicate (on a host in ``on``, if given) is running, has a checkpoint past its
     second evaluation, and is far from its end; returns the database's view then, and those replicates."""
@@ -100,8 +111,8 @@ def mid_trial(url: str, name: str, on: set[str] | None = None):
             return None
         trials, _ = got
         hit = [k for k, t in trials.items() if t["state"] == "running" and (t["checkpoint_step"] or 0) >= 2 * EVERY
-               and (t["last_step"] or 0) <= STEPS - 8 * EVERY
-               and (on is None or (t["node"] or "").split("/")[0] in on)]
+               and (t["last_step"] or 0) <= STEPS - 4 * EVERY
+               and (on is None or host_of(t) in on)]
         return (got, hit) if hit else None
 
     return check
@@ -200,16 +211,16 @@ def test_a_worker_host_dies_mid_trial(cluster, database, tmp_path, record_proper
     ips = {w.ip: w for w in cluster.workers}
     try:
         before, victims = wait_for(mid_trial(database, name, on=set(ips)), driver)
-        host = ips[before[0][victims[0]]["node"].split("/")[0]]
-        victims = [k for k, t in before[0].items() if t["state"] == "running" and t["node"].startswith(host.ip + "/")]
+        host, victims = running_on(before, ips, victims[0])
         fault_at = now()
+        cluster.broken.add(host.ns)
         killed = host.kill()
         assert driver.wait() == 0, driver.output()[-3000:]
     finally:
         driver.kill()
     figures = check_study(database, name, before, victims, fault_at)
     trials, _ = read(database, name)
-    assert all(not trials[k]["node"].startswith(host.ip + "/") for k in victims), "victims finished on the dead host"
+    assert all(host_of(trials[k]) != host.ip for k in victims), "victims finished on the dead host"
     report(record_property, "(a) worker host killed", figures, processes_killed=killed)
 
 
@@ -219,9 +230,9 @@ def test_b_worker_link_down_25s(cluster, database, tmp_path, record_property):
     ips = {w.ip: w for w in cluster.workers}
     try:
         before, victims = wait_for(mid_trial(database, name, on=set(ips)), driver)
-        host = ips[before[0][victims[0]]["node"].split("/")[0]]
-        victims = [k for k, t in before[0].items() if t["state"] == "running" and t["node"].startswith(host.ip + "/")]
+        host, victims = running_on(before, ips, victims[0])
         fault_at = now()
+        cluster.broken.add(host.ns)
         host.link(up=False)
         try:
             time.sleep(25)  # the fault itself: the link stays down this long, whatever happens meanwhile

@@ -26,8 +26,9 @@ demo: $(STAMP)
 	$(BIN)/mimax status $(DEMO_STUDY)
 	$(BIN)/mimax analyze $(DEMO_STUDY) --out reports/$(DEMO_STUDY)
 
+# loadgroup: the fault tests (tests/faults, one xdist_group) share one worker and so one simulated cluster.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # The paper's findings (docs/REPRODUCTION.md): every preset at $(BUDGET), one study each in $(REPRO_DB),
 # named <preset>-<budget>; a study already there is resumed (a finished one returns at once), then

@@ -42,3 +42,15 @@ def pytest_report_header(config):
         return (f"deselected until docs/reference/reproduce-cpu.db is committed (marker {AWAITS}, which the lead "
                 f"deletes then): {', '.join(marked)}")
     return None
+
+
+# What each fault test measured (tests/faults, recorded with record_property("fault", line)), printed at
+# the end of the run so that it lands in CI's log; here, not in tests/faults, so that xdist's controller
+# (which collects nothing) has the hook.
+def pytest_terminal_summary(terminalreporter):
+    lines = sorted({value for reports in terminalreporter.stats.values() for rep in reports
+                    for key, value in getattr(rep, "user_properties", ()) if key == "fault"})
+    if lines:
+        terminalreporter.section("faults: what each fault test measured")
+        for line in lines:
+            terminalreporter.write_line(line)

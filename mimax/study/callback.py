@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from sqlalchemy import exc as sa_exc
 
 from mimax.contract import TRIAL_FLOATS, EvalRecord, PackResult
+from mimax.db import DatabaseError
 from mimax.study.outcome import final_state
 from mimax.trainables.tune_adapter import read_meta, records_of
 
 log = logging.getLogger(__name__)
+OUTAGE_S = 300.0  # how long the writer keeps writing again into an unreachable database before it gives up
 
 
 def now() -> datetime:
@@ -26,9 +29,10 @@ def now() -> datetime:
 class StoreWriter:
     """A thread that drains a queue of writes into the store in batches, and keeps the driver lease."""
 
-    def __init__(self, store, study_name: str, owner: str, interval_s: float = 0.25, heartbeat_s: float = 5.0):
+    def __init__(self, store, study_name: str, owner: str, interval_s: float = 0.25, heartbeat_s: float = 5.0,
+                 outage_s: float = OUTAGE_S):
         self.store, self.study_name, self.owner = store, study_name, owner
-        self.interval_s, self.heartbeat_s = interval_s, heartbeat_s
+        self.interval_s, self.heartbeat_s, self.outage_s = interval_s, heartbeat_s, outage_s
         self.q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -42,11 +46,11 @@ class StoreWriter:
         self._idle.clear()
         self.q.put((kind, payload))
 
-    def flush(self, timeout: float = 60.0) -> None:
-        """Block until everything queued so far is in the database."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything queued so far is in the database (through an outage of up to outage_s)."""
         done = threading.Event()
         self.q.put(("barrier", done))
-        if not done.wait(timeout):
+        if not done.wait(self.outage_s + 60 if timeout is None else timeout):
             raise TimeoutError("the store writer did not drain in time")
         if self.error:
             raise self.error
@@ -58,22 +62,38 @@ class StoreWriter:
 
     def _loop(self) -> None:
         last_beat = 0.0
+        items: list = []  # a batch is taken off the queue only once the database has it
+        down_since: float | None = None
         while not self._stop.is_set():
-            items = []
             try:
-                items.append(self.q.get(timeout=self.interval_s))
+                if not items:
+                    items.append(self.q.get(timeout=self.interval_s))
                 while True:
                     items.append(self.q.get_nowait())
             except queue.Empty:
                 pass
             try:
                 self._write(items)
+                items = []
                 if time.monotonic() - last_beat > self.heartbeat_s:
                     self.store.heartbeat(self.study_name, self.owner)
                     last_beat = time.monotonic()
+                down_since = None
             except BaseException as exc:  # keep the thread alive; surface on flush
+                if _connection_lost(exc) and self.error is None:
+                    down_since = down_since or time.monotonic()
+                    if time.monotonic() - down_since < self.outage_s:
+                        log.warning("the results database is unreachable; writing again: %s", exc)
+                        self._stop.wait(min(2.0, self.interval_s * 4))
+                        continue
+                    exc = DatabaseError(f"the results database was unreachable for {self.outage_s:.0f} s, the "
+                                        f"driver stops (`mimax resume {self.study_name}` finishes the study): {exc}")
                 log.exception("writing to the results store failed")
                 self.error = exc
+                for kind, payload in items:  # a flush waiting on this batch returns, and raises the error
+                    if kind == "barrier":
+                        payload.set()
+                items = []
 
     def _write(self, items: list) -> None:
         evals: list[dict] = []
@@ -147,6 +167,10 @@ class StoreCallback(tune.Callback):
         if meta and meta.get("trial_keys") == self._keys(trial):
             self._put_members(trial, {"checkpoint": checkpoint.path, "checkpoint_step": meta["step"]})
             self.checkpoints[trial.trial_id] = checkpoint.path
+            # Tune deletes all but the last two checkpoints of a trial as new ones come: wait until the
+            # database names this one, so that the one it named before may go. While the database is
+            # down this holds Tune's loop (the trials wait in their next report) instead of racing ahead.
+            self.writer.flush()
 
     @staticmethod
     def _split(trial) -> bool:
@@ -193,6 +217,14 @@ class StoreCallback(tune.Callback):
     # Ray pickles callbacks into the experiment directory: keep the store (and its URL) out of it.
     def __getstate__(self):
         return {"writer": None, "progress": None, "searcher": None, "last": {}, "ended": set(), "checkpoints": {}}
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The database went away (restarted, unreachable): the same batch can be written again later.
+    Not a bad row, nor a lease another driver took."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return isinstance(cause, (sa_exc.OperationalError, sa_exc.InterfaceError)) or \
+        bool(getattr(cause, "connection_invalidated", False))
 
 
 def _error_text(trial) -> str:

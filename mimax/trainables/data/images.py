@@ -20,10 +20,10 @@ from mimax.trainables.base import Params, ViewSpec
 from mimax.trainables.data.base import HeldViews
 from mimax.trainables.data.idx import load_split_dir
 
-REPO_DATA = Path(__file__).resolve().parents[3] / "data"
+MNIST_DIR = Path(__file__).resolve().parent / "mnist"  # package data: in the wheel too, so on every Ray node
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-# md5 of the .gz files of the real MNIST (data/mnist/README.md).
+# md5 of the .gz files of the real MNIST (mimax/trainables/data/mnist/README.md).
 MNIST_MD5 = {
     "train-images-idx3-ubyte.gz": "c7dfcf1bfd3481a40f7b3aedbdbd083c",
     "train-labels-idx1-ubyte.gz": "d289298a347a2cc65765a3c81043ba88",
@@ -67,17 +67,17 @@ def _with_channel(arrays):
 
 
 def mnist_dir(root: str | None) -> tuple[Path, str]:
-    """Where MNIST is read from: data.root, else $MIMAX_DATA/mnist, else the copy in the repository."""
+    """Where MNIST is read from: data.root, else $MIMAX_DATA/mnist, else the copy shipped in the package."""
     if root is not None:
         return Path(root), "data.root"
     env = os.environ.get("MIMAX_DATA")
     if env:
         return Path(env) / "mnist", "data.root"
-    return REPO_DATA / "mnist", "data.root"
+    return MNIST_DIR, "data.root"
 
 
 class MNIST(ImageHalves):
-    """The real MNIST shipped with the project (data/mnist), checked against its md5 table.
+    """The real MNIST shipped with the package (mimax/trainables/data/mnist), checked against its md5 table.
 
     View 1 = top 14 rows (392 values), view 2 = bottom 14 rows; 60,000 train / 10,000 test.
     """
@@ -86,7 +86,7 @@ class MNIST(ImageHalves):
     image_shape = (1, 28, 28)
 
     class Params(ImageHalves.Params):
-        root: str | None = None  # directory with the four .gz files; default $MIMAX_DATA/mnist or data/mnist
+        root: str | None = None  # directory with the four .gz files; default $MIMAX_DATA/mnist or the shipped copy
 
     def load(self):
         directory, path = mnist_dir(self.params.root)

@@ -93,7 +93,7 @@ def load_mnist_halves():
     import numpy as np
     import torch
 
-    raw = gzip.open(ROOT / "data" / "mnist" / "train-images-idx3-ubyte.gz").read()
+    raw = gzip.open(ROOT / "mimax" / "trainables" / "data" / "mnist" / "train-images-idx3-ubyte.gz").read()
     images = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 28, 28)
     x = torch.from_numpy(images.copy()).float() / 255
     return x[:, :14].reshape(len(x), -1).contiguous(), x[:, 14:].reshape(len(x), -1).contiguous()

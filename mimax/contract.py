@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -33,8 +33,9 @@ SPEED_DEFAULTS = {"precision": "fp32", "compile": "none"}
 # Keys added after studies were stored: left out of a stored config at these defaults, so a config stored
 # before they existed hashes, compares and resumes as the same config. (section or None, key) -> default.
 LATER_DEFAULTS = {**{("train", k): v for k, v in SPEED_DEFAULTS.items()}, ("train", "adam"): "torch",
-                  (None, "init"): "torch"}
+                  (None, "init"): "torch", (None, "plugins"): []}
 PROBE_LABEL = r"[A-Za-z0-9_-]+"  # a probe's label names its metric, probe_accuracy.<label>
+MODULE_NAME = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"  # a plugin module, pkg.mod
 
 
 INT_MAX = 2**31 - 1  # the database's INTEGER on PostgreSQL; beyond it a count or a seed is a typo anyway
@@ -107,6 +108,9 @@ class TrialConfig(StrictModel):
     seed: int = Field(default=0, ge=0)
     device: str = "cpu"
     init: Literal[INITS] = "torch"
+    # Modules that register components of their own (mimax.trainables.plugins), imported before the
+    # component sections are looked up, by the driver and by every Ray worker.
+    plugins: list[Annotated[str, Field(pattern=rf"^{MODULE_NAME}$")]] = []
 
     @field_validator("device")
     @classmethod

@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from ray_cluster import two_node_cluster  # noqa: F401 - a fixture for tests/study and tests/plugins
 
 # Tests run two at a time (pytest -n 2) on two cores: one thread each keeps them from fighting.
 if os.environ.get("PYTEST_XDIST_WORKER"):

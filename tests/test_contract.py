@@ -74,7 +74,8 @@ def test_the_modes_are_the_trainers():
 
 
 def test_sections_and_families():
-    assert SECTIONS == ("data", "encoder", "critic", "estimator", "train", "eval", "adversarial", "device", "init")
+    assert SECTIONS == ("data", "encoder", "critic", "estimator", "train", "eval", "adversarial", "device", "init",
+                        "plugins")
     assert set(FAMILIES) - set(SECTIONS) == {"probe"}  # its section is eval.probe
 
 

@@ -24,7 +24,7 @@ EXHAUSTIVE = ("grid", "bruteforce")  # samplers that visit every configuration e
 DIRECTIONS = ("maximize", "minimize")
 KINDS = ("value", "choice", "grid", "int", "float")
 
-TOP_KEYS = ("name", "description", "base", "params", "seeds", "sampler", "objectives", "trials",
+TOP_KEYS = ("name", "description", "plugins", "base", "params", "seeds", "sampler", "objectives", "trials",
             "budgets", "default_budget")
 BUDGET_KEYS = ("description", "set", "seeds", "trials")
 SAMPLER_KEYS = ("name", "seed", "options")
@@ -268,6 +268,10 @@ def parse_space(raw: Any, source: str | None = None) -> SpaceSpec:
         raise ConfigError("description", f"expected text, got {show(description)}")
 
     base = _parse_base(raw.get("base"))
+    if "plugins" in raw:  # the trial-config key, written once for the whole space
+        if "plugins" in base:
+            raise ConfigError("plugins", "set plugins at the top level or in base, not both")
+        base["plugins"] = raw["plugins"]
     params = _parse_params(raw.get("params"))
     seeds = _int(raw.get("seeds", 1), "seeds", 1)
     trials = _trials(raw.get("trials"), "trials")

@@ -32,6 +32,7 @@ from mimax.trainables.base import Params, ViewSpec, lookup, parse_params
 from mimax.trainables.data import DATASETS
 from mimax.trainables.encoders import ENCODERS
 from mimax.trainables.modes import MODES
+from mimax.trainables.plugins import import_plugins, load_entry_points, try_out
 from mimax.trainables.probes import PROBES
 
 
@@ -76,6 +77,8 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
         cfg = TrialConfig.model_validate(raw)  # not **raw: a key need not be a string (YAML 1: x)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+    load_entry_points()
+    import_plugins(cfg.plugins)
 
     data_cls, data_params, data_sec = _component(DATASETS, "data", cfg.data)
     enc_cls, enc_params, enc_sec = _component(ENCODERS, "encoder", cfg.encoder)
@@ -90,6 +93,8 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
         for key, default in SPEED_DEFAULTS.items():
             if getattr(cfg.train, key) != default:
                 raise ConfigError(f"train.{key}", "only used with train.mode 'infomax'; remove it")
+
+    try_out((data_cls, data_params), (enc_cls, enc_params), crit, est, view)
 
     probes, probe_sec = _probes(cfg.eval.probe)
     if probes and not data_cls.labelled:

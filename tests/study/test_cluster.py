@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,37 +16,9 @@ import uuid
 import pytest
 
 from engine_helpers import MIMAX, SPACES, env, query, run, trials
+from ray_cluster import closed_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening on it (bound then released, never listened on)."""
-    return free_port()
-
-
-@pytest.fixture
-def two_node_cluster(monkeypatch):
-    """A head and one worker node, one CPU each, all on 127.0.0.1; this process never joins it."""
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from ray.cluster_utils import Cluster
-
-    loopback = dict(node_ip_address="127.0.0.1", num_cpus=1, num_gpus=0,
-                    dashboard_agent_listen_port=None)  # a random agent port: other Ray sessions may run beside us
-    cluster = Cluster(shutdown_at_exit=True)
-    try:
-        cluster.add_node(gcs_server_port=free_port(), include_dashboard=False, **loopback)
-        cluster.add_node(**loopback)
-        cluster.wait_for_nodes(timeout=60)
-        yield cluster
-    finally:
-        cluster.shutdown()
 
 
 def test_trials_spread_over_both_nodes_of_a_cluster(tmp_path, sqlite_url, two_node_cluster):

@@ -1,5 +1,6 @@
 """Datasets: the real MNIST's published facts, the view split, the noise protocol, loaders' errors, and
-the synthetic Gaussians against their closed forms. One conformance suite runs over every DATASETS entry."""
+the synthetic Gaussians against their closed forms, a user's arrays; the conformance suite over every DATASETS
+entry is mimax.testing's (test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from mimax.trainables.data import images as images_mod
 from mimax.trainables.data.gaussian import CorrelatedGaussian
 from mimax.trainables.data.idx import parse_idx
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
+MNIST_DIR = Path(__file__).resolve().parents[2] / "mimax" / "trainables" / "data" / "mnist"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -87,41 +88,6 @@ def instances(needed):
         return cache[name]
 
     return get
-
-
-@pytest.mark.parametrize("name", sorted(DATASETS))
-def test_conformance(name, instances, needed):
-    cls = DATASETS[name]
-    assert cls.name == name
-    with pytest.raises(ConfigError, match=r"^data\.no_such_key: unknown key"):
-        parse_params(cls, {**needed(name), "no_such_key": 1}, "data")
-    data = instances(name)
-    assert isinstance(data.spec, ViewSpec)
-    assert data.spec == cls.spec_for(data.params)  # the config validator relies on this without loading
-    if data.spec.image_shape is not None:
-        assert math.prod(data.spec.image_shape) == data.spec.dim
-
-    x1, x2 = data.train_batch(2, gen(1))  # the tiny CIFAR test split has only 2 images
-    for x in (x1, x2):
-        assert x.shape == (2, data.spec.dim) and x.dtype == torch.float32 and x.device == data.device
-        assert torch.isfinite(x).all()
-    again = data.train_batch(2, gen(1))
-    assert torch.equal(x1, again[0]) and torch.equal(x2, again[1])
-
-    batches = data.eval_batches("test", 2, 3, gen(2))
-    assert len(batches) == 3 and all(a.shape == b.shape == (2, data.spec.dim) for a, b in batches)
-    with pytest.raises(ValueError, match="split"):
-        data.eval_batches("validation", 2, 1, gen(2))
-
-    assert data.true_mi is None or data.true_mi > 0
-    if data.labelled:
-        x_tr, y_tr, x_te, y_te = data.probe_data(gen(3))
-        assert x_tr.shape == (len(y_tr), data.spec.dim) and x_te.shape == (len(y_te), data.spec.dim)
-        assert x_tr.dtype == torch.float32 and y_tr.dtype == torch.int64
-        assert 0 <= int(y_tr.min()) and int(y_tr.max()) < data.n_classes
-    else:
-        with pytest.raises(ConfigError, match="no labels"):
-            data.probe_data(gen(3))
 
 
 # ------------------------------------------------------------------------------------------ MNIST
@@ -372,3 +338,66 @@ def test_noniid_batches_share_one_z():
     within = (pairs - means[:, None]).reshape(-1, 2)
     np.testing.assert_allclose(np.cov(within, rowvar=False), sigma_eps * (k - 1) / k, atol=0.03)
     np.testing.assert_allclose(np.cov(pairs.reshape(-1, 2), rowvar=False), sigma_z + sigma_eps, atol=0.08)
+
+
+# ------------------------------------------------------------------------------------- user arrays
+
+
+def savez(path: Path, n: int = 12, shape=(5,), **override) -> Path:
+    rng = np.random.default_rng(1)
+    arrays = {"x1": rng.normal(size=(n, *shape)), "x2": rng.normal(size=(n, *shape)),
+              "labels": rng.integers(0, 4, n), "split": np.where(np.arange(n) % 3 == 0, "test", "train")}
+    arrays.update(override)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_arrays_hold_the_files_rows_per_split(tmp_path, monkeypatch):
+    path = savez(tmp_path / "v.npz")
+    monkeypatch.chdir(tmp_path)
+    data = make("arrays", path="v.npz")  # relative to where the config is validated, then absolute
+    assert data.params.path == str(path) and data.spec == ViewSpec(5)
+    f = np.load(path)
+    x_tr, y_tr, x_te, y_te = data.probe_data(gen(0))
+    for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        rows = f["split"] == split
+        np.testing.assert_array_equal(x.numpy(), f["x1"][rows].astype(np.float32))
+        np.testing.assert_array_equal(y.numpy(), f["labels"][rows])
+    assert data.n_classes == int(f["labels"].max()) + 1 and data.true_mi is None
+    # every drawn pair is one example's two views
+    pairs = {tuple(a.astype(np.float32)): tuple(b.astype(np.float32)) for a, b in zip(f["x1"], f["x2"])}
+    a, b = data.train_batch(4, gen(1))
+    assert all(pairs[tuple(u.tolist())] == tuple(v.tolist()) for u, v in zip(a.numpy(), b.numpy()))
+
+
+@pytest.mark.parametrize("shape, spec", [((6, 4), ViewSpec(24, (1, 6, 4))), ((2, 3, 4), ViewSpec(24, (2, 3, 4)))])
+def test_arrays_of_images_keep_their_image_shape(tmp_path, shape, spec):
+    data = make("arrays", path=str(savez(tmp_path / "v.npz", shape=shape)), true_mi=1.5)
+    assert data.spec == spec and data.true_mi == 1.5
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"x2": np.zeros((12, 4))}, r"x1 \(12, 5\) and x2 \(12, 4\) differ in shape"),
+    ({"split": None}, r"lacks the arrays split \(expected x1, x2, labels, split\)"),
+    ({"labels": np.zeros(11, int)}, r"labels has shape \(11,\); expected \(12,\)"),
+    ({"labels": np.full(12, -1)}, "labels must be non-negative integers"),
+    ({"labels": np.zeros(12)}, "labels must be non-negative integers, got float64"),
+    ({"split": np.array(["train"] * 11 + ["valid"])}, "split must hold the strings 'train' or 'test'"),
+    ({"split": np.array(["train"] * 12)}, "no example has split 'test'"),
+    ({"x1": np.full((12, 5), np.nan)}, "x1 holds values that are not finite"),
+    ({"x1": np.array([["a"] * 5] * 12)}, "x1 holds <U1, not numbers"),
+    ({"x1": np.zeros(12), "x2": np.zeros(12)}, r"x1 has shape \(12,\); expected \(N, D\)"),
+])
+def test_arrays_file_problems_are_one_line_at_data_path(tmp_path, override, message):
+    path = savez(tmp_path / "v.npz", **override)
+    with pytest.raises(ConfigError, match=message) as err:
+        make("arrays", path=str(path))
+    assert err.value.path == "data.path" and "\n" not in str(err.value)
+
+
+def test_arrays_that_are_no_file_or_no_npz(tmp_path):
+    with pytest.raises(ConfigError, match="data.path: no such file"):
+        make("arrays", path=str(tmp_path / "missing.npz"))
+    (tmp_path / "x.npz").write_text("not a zip")
+    with pytest.raises(ConfigError, match=r"data.path: .*x.npz is not an .npz file"):
+        make("arrays", path=str(tmp_path / "x.npz"))

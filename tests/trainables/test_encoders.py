@@ -1,9 +1,8 @@
-"""Encoders: the paper's parameter counts, closed-form behaviour, RealNVP invertibility, and one
-conformance suite over every ENCODERS entry."""
+"""Encoders: the paper's parameter counts, closed-form behaviour, RealNVP invertibility; the conformance
+suite over every ENCODERS entry is mimax.testing's (test_conformance.py)."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
@@ -249,48 +248,3 @@ def test_realnvp_permutations_follow_the_seed():
     for perm in a.perms:  # each row is a permutation of 0..dim-1
         assert torch.equal(perm.sort().values, torch.arange(32))
     assert "perms" in a.state_dict()
-
-
-# --- conformance: every registry entry -------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name, cls", ENCODERS.items())
-def test_registry_entry_declares_itself(name, cls):
-    assert cls.name == name
-    assert issubclass(cls, Encoder)
-    cls.Params()  # every field has a default
-    with pytest.raises(ConfigError, match="unknown key"):
-        parse_params(cls, {"name": name, "no_such_key": 1}, "encoder")
-
-
-@pytest.mark.parametrize("name", ENCODERS)
-def test_output_shape(name):
-    enc = build(name)
-    assert isinstance(enc.out_dim, int) and enc.out_dim > 0
-    assert type(enc).output_dim(enc.params, SMALL) == enc.out_dim  # known before building
-    assert enc(torch.randn(5, 32)).shape == (5, enc.out_dim)
-
-
-@pytest.mark.parametrize("name", ENCODERS)
-def test_gradients_are_finite(name):
-    enc = build(name)
-    x = torch.randn(5, 32, requires_grad=True)
-    enc(x).pow(2).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for pname, p in enc.named_parameters():
-        assert p.grad is not None, pname
-        assert torch.isfinite(p.grad).all(), pname
-
-
-@pytest.mark.parametrize("name", ENCODERS)
-def test_state_dict_round_trip(name):
-    x = torch.randn(5, 32)
-    saved = build(name, seed=0)
-    buf = io.BytesIO()
-    torch.save(saved.state_dict(), buf)
-    other = build(name, seed=1)
-    if len(saved.state_dict()):
-        assert not torch.equal(other(x), saved(x))  # a different seed really gives a different model
-    buf.seek(0)
-    other.load_state_dict(torch.load(buf))
-    assert torch.equal(other(x), saved(x))

@@ -8,9 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from mimax.errors import ConfigError
-from mimax.trainables.base import parse_params
-from mimax.trainables.estimators import ESTIMATORS, Estimate, Estimator
+from mimax.trainables.estimators import ESTIMATORS, Estimator
 
 
 # ---------------------------------------------------------------- brute-force oracles (plain Python)
@@ -261,83 +259,6 @@ def test_mine_average_round_trips_and_is_frozen_in_eval():
     restored.eval()
     s = scores_for(5, 1.0, 1.0, seed=7) + 2.0
     torch.testing.assert_close(_grad(lambda x: restored(x).objective, s), _grad(lambda x: mine(x).objective, s))
-
-
-# ---------------------------------------------------------------- conformance over the registry
-
-ALL = sorted(ESTIMATORS.items())
-
-
-def _prepared(cls) -> Estimator:
-    """An instance whose state differs from a fresh one, so that the round trip has something to carry."""
-    est = cls(cls.Params())
-    with torch.no_grad():
-        for p in est.parameters():
-            p.add_(0.3)
-    est.train()
-    est(scores_for(9, 1.0, 1.0, seed=5))
-    return est
-
-
-@pytest.mark.parametrize("name, cls", ALL)
-def test_registry_names_match(name, cls):
-    assert cls.name == name
-    assert issubclass(cls.Params, ESTIMATORS["nce"].Params) and isinstance(cls.is_lower_bound, bool)
-
-
-@pytest.mark.parametrize("name, cls", ALL)
-def test_output_scalar_finite_with_finite_nonzero_gradient(name, cls):
-    for k, scale in ((2, 1.0), (16, 3.0)):
-        s = scores_for(k, scale, 1.0, dtype=torch.float32).requires_grad_(True)
-        est = cls(cls.Params())(s)
-        assert isinstance(est, Estimate)
-        for out in (est.value, est.objective):
-            assert out.shape == () and torch.isfinite(out)
-            (grad,) = torch.autograd.grad(out, s, retain_graph=True)
-            assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-        ceiling = cls(cls.Params()).ceiling(k)
-        if ceiling is not None:
-            assert est.value.item() <= ceiling + 1e-6
-
-
-@pytest.mark.parametrize("name, cls", ALL)
-def test_loss_is_minus_objective_or_distance_to_target(name, cls):
-    s = scores_for(6, 2.0, 1.0)
-    plain = cls(cls.Params())
-    est = plain(s)
-    assert plain.loss(est).item() == -est.objective.item()
-    for t in (2.0, -50.0, 50.0):
-        targeted = cls(cls.Params(target=t))
-        est = targeted(s)
-        assert targeted.loss(est).item() == pytest.approx(abs(est.value.item() - t), rel=1e-12)
-
-
-@pytest.mark.parametrize("name, cls", ALL)
-def test_unknown_params_are_rejected(name, cls):
-    with pytest.raises(ValidationError):
-        cls.Params(bogus=1)
-    with pytest.raises(ConfigError, match=r"estimator\.bogus: unknown key"):
-        parse_params(cls, {"name": name, "bogus": 1}, "estimator")
-
-
-@pytest.mark.parametrize("name, cls", ALL)
-def test_state_dict_round_trip(name, cls):
-    est = _prepared(cls)
-    fresh = cls(cls.Params())
-    fresh.load_state_dict(est.state_dict())
-    est.eval()
-    fresh.eval()
-    s = scores_for(7, 2.0, 1.0, seed=3)
-    a, b = est(s), fresh(s)
-    assert a.value.item() == b.value.item() and a.objective.item() == b.objective.item()
-
-
-@pytest.mark.parametrize("name, cls", ALL)
-def test_needs_a_square_batch_of_at_least_two(name, cls):
-    est = cls(cls.Params())
-    for bad in (torch.zeros(1, 1), torch.zeros(0, 0), torch.zeros(3, 4), torch.zeros(4)):
-        with pytest.raises(ValueError):
-            est(bad)
 
 
 def test_extra_params_are_validated():

@@ -1,12 +1,14 @@
 """Two-view datasets. Registry: DATASETS (name -> Views subclass).
 
 Adding a dataset is one class (``name``, ``Params``, ``spec_for``, the three ``Views`` methods) and one
-line below; the conformance tests in tests/trainables/test_data.py pick it up.
+line below (or ``register("data")`` from a user's module, ``mimax.trainables.plugins``); the conformance
+suite ``mimax.testing`` checks it. A user's own arrays need no class: ``data: {name: arrays, path: ...}``.
 """
 
 from __future__ import annotations
 
-from mimax.trainables.data.base import Views
+from mimax.trainables.data.arrays import Arrays
+from mimax.trainables.data.base import HeldViews, Views
 from mimax.trainables.data.gaussian import CorrelatedGaussian, NonIIDGaussian
 from mimax.trainables.data.images import CIFAR10, MNIST, Digits, FashionMNIST, ImageHalves
 
@@ -17,9 +19,12 @@ DATASETS: dict[str, type[Views]] = {
     "cifar10": CIFAR10,
     "gaussian": CorrelatedGaussian,
     "noniid-gaussian": NonIIDGaussian,
+    "arrays": Arrays,
 }
 
 __all__ = [
+    "Arrays",
+    "HeldViews",
     "CIFAR10",
     "DATASETS",
     "MNIST",

@@ -15,17 +15,15 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field
-
 from mimax.errors import ConfigError
 from mimax.trainables.base import Params, ViewSpec
-from mimax.trainables.data.base import Views
+from mimax.trainables.data.base import HeldViews
 from mimax.trainables.data.idx import load_split_dir
 
-REPO_DATA = Path(__file__).resolve().parents[3] / "data"
+MNIST_DIR = Path(__file__).resolve().parent / "mnist"  # package data: in the wheel too, so on every Ray node
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-# md5 of the .gz files of the real MNIST (data/mnist/README.md).
+# md5 of the .gz files of the real MNIST (mimax/trainables/data/mnist/README.md).
 MNIST_MD5 = {
     "train-images-idx3-ubyte.gz": "c7dfcf1bfd3481a40f7b3aedbdbd083c",
     "train-labels-idx1-ubyte.gz": "d289298a347a2cc65765a3c81043ba88",
@@ -33,10 +31,7 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "a38049bc042dc6e683842a84160daae1",
 }
 
-SPLITS = ("train", "test")
-
-
-class ImageHalves(Views):
+class ImageHalves(HeldViews):
     """Base of the image datasets. Subclasses set ``image_shape`` (C, H, W), ``scale`` and ``load()``.
 
     Noise protocol (``noise`` = σ > 0, the paper's Fig. 2): a training or evaluation batch gets one
@@ -46,9 +41,6 @@ class ImageHalves(Views):
     image_shape: ClassVar[tuple[int, int, int]]
     scale: ClassVar[float] = 255.0
     n_classes = 10
-
-    class Params(Params):
-        noise: float = Field(default=0.0, ge=0)
 
     @classmethod
     def spec_for(cls, params: Params) -> ViewSpec:
@@ -64,70 +56,9 @@ class ImageHalves(Views):
         super().__init__(params, device)
         self.spec = self.spec_for(params)
         x_tr, y_tr, x_te, y_te = self.load()
-        self._views = {"train": self._halves(x_tr), "test": self._halves(x_te)}
-        self._labels = {
-            "train": torch.as_tensor(np.asarray(y_tr, dtype=np.int64)).to(self.device),
-            "test": torch.as_tensor(np.asarray(y_te, dtype=np.int64)).to(self.device),
-        }
-
-    def _halves(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.image_shape[1] // 2
-        n = len(images)
-        out = []
-        for part in (images[:, :, :h, :], images[:, :, h:, :]):
-            # Copy to the device in the stored dtype (uint8 for pixels), convert there.
-            t = torch.from_numpy(np.array(part).reshape(n, -1)).to(self.device)  # a writable copy
-            out.append(t.to(torch.float32) / self.scale)
-        return out[0], out[1]
-
-    def size(self, split: str) -> int:
-        return len(self._labels[_check_split(split)])
-
-    # -- drawing
-    def _randn(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        return torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32).to(self.device)
-
-    def _indices(self, split: str, k: int, gen: torch.Generator) -> torch.Tensor:
-        """k distinct examples, uniformly at random (a batch of a shuffled stream holds no repeats)."""
-        n = self.size(split)
-        if not 1 <= k <= n:
-            raise ValueError(f"batch size {k} must be between 1 and the {split} size {n}")
-        return torch.randperm(n, generator=gen, device=gen.device)[:k].to(self.device)
-
-    def _batch(self, split: str, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self._indices(split, k, gen)
-        top, bottom = self._views[split]
-        x1, x2 = top[idx], bottom[idx]
-        if self.params.noise > 0:
-            eps = self.params.noise * self._randn((k, self.spec.dim), gen)
-            x1, x2 = x1 + eps, x2 + eps  # the same noise tensor on both halves
-        return x1, x2
-
-    def train_batch(self, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._batch("train", k, gen)
-
-    def eval_batches(self, split: str, k: int, n: int, gen: torch.Generator):
-        _check_split(split)
-        return [self._batch(split, k, gen) for _ in range(n)]
-
-    def probe_data(self, gen: torch.Generator):
-        """(x_train, y_train, x_test, y_test): view 1 of every image, labels int64.
-
-        Without noise the tensors are the dataset's own storage: do not modify them in place.
-        """
-        out = []
-        for split in SPLITS:
-            x = self._views[split][0]
-            if self.params.noise > 0:
-                x = x + self.params.noise * self._randn(tuple(x.shape), gen)
-            out += [x, self._labels[split]]
-        return tuple(out)
-
-
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return split
+        self.hold({split: (x[:, :, :h, :], x[:, :, h:, :], y) for split, x, y in
+                   (("train", x_tr, y_tr), ("test", x_te, y_te))}, self.scale)
 
 
 def _with_channel(arrays):
@@ -136,17 +67,17 @@ def _with_channel(arrays):
 
 
 def mnist_dir(root: str | None) -> tuple[Path, str]:
-    """Where MNIST is read from: data.root, else $MIMAX_DATA/mnist, else the copy in the repository."""
+    """Where MNIST is read from: data.root, else $MIMAX_DATA/mnist, else the copy shipped in the package."""
     if root is not None:
         return Path(root), "data.root"
     env = os.environ.get("MIMAX_DATA")
     if env:
         return Path(env) / "mnist", "data.root"
-    return REPO_DATA / "mnist", "data.root"
+    return MNIST_DIR, "data.root"
 
 
 class MNIST(ImageHalves):
-    """The real MNIST shipped with the project (data/mnist), checked against its md5 table.
+    """The real MNIST shipped with the package (mimax/trainables/data/mnist), checked against its md5 table.
 
     View 1 = top 14 rows (392 values), view 2 = bottom 14 rows; 60,000 train / 10,000 test.
     """
@@ -155,7 +86,7 @@ class MNIST(ImageHalves):
     image_shape = (1, 28, 28)
 
     class Params(ImageHalves.Params):
-        root: str | None = None  # directory with the four .gz files; default $MIMAX_DATA/mnist or data/mnist
+        root: str | None = None  # directory with the four .gz files; default $MIMAX_DATA/mnist or the shipped copy
 
     def load(self):
         directory, path = mnist_dir(self.params.root)

@@ -264,9 +264,9 @@ def launch(space: str, name: str, limit: float, *extra: str) -> dict:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
         wall = time.perf_counter() - t0
-    if timed_out:  # the study stays resumable; its Ray daemons must not load the next stage
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True,
-                       timeout=120)
+    if timed_out:  # the study stays resumable; its Ray daemons must not load the next stage. Only this
+        # launch's session: `ray stop` would also stop every other Ray on the machine
+        subprocess.run(["pkill", "-KILL", "-s", str(p.pid)], capture_output=True, timeout=60)
     text = log.read_text(errors="replace")
     st = subprocess.run([*MIMAX, "status", name, "--db", f"sqlite:///{Run.db_path}", "--json"],
                         capture_output=True, text=True)

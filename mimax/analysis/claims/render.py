@@ -9,13 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from mimax.analysis.claims.verify import Verification
+from mimax.contract import json_safe
 
 __all__ = ["as_json", "estimate_and_ci", "lines", "markdown", "report_tables", "summary_sentence", "write"]
 
 
 def as_json(v: Verification) -> dict:
     """``Verification.as_dict()`` made strict-JSON safe: NaN and ±inf become null."""
-    return json.loads(json.dumps(v.as_dict()), parse_constant=lambda _: None)
+    return json_safe(v.as_dict())
 
 
 def _num(x, signed: bool = False) -> str:

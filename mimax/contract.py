@@ -14,6 +14,7 @@ validates them (and fills their defaults in).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -273,6 +274,12 @@ class PackResult(TypedDict, total=False):
     device: str
     ceiling: float | None  # TRIAL_FLOATS
     true_mi: float | None
+
+
+def json_safe(obj: Any, default=None) -> Any:
+    """``obj`` as strict JSON data: NaN and ±inf become null (strict JSON has neither); ``default`` as for
+    ``json.dumps``, for what JSON cannot say."""
+    return json.loads(json.dumps(obj, default=default), parse_constant=lambda _: None)
 
 
 # ---- files ----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from mimax.analysis.load import AnalysisError
+from mimax.contract import json_safe
 from mimax.db import choose_url
 
 __all__ = ["analyze", "register", "summary"]
@@ -59,28 +60,17 @@ def register(sub) -> None:
 # ---- shared ---------------------------------------------------------------------------------------
 
 
-def _plain(value):
-    """JSON-safe: numpy scalars to Python, NaN / inf / NA to None, keys and other objects to str."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if hasattr(value, "dtype") and hasattr(value, "item"):  # numpy scalar
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, int):
-        return value
-    try:
+def _plain(obj):
+    """JSON-safe (``contract.json_safe``): numpy scalars as numbers, missing values (NaN, inf, pd.NA, NaT)
+    as null, anything else JSON cannot say as its text."""
+    def scalar(value):
+        if hasattr(value, "dtype") and hasattr(value, "item"):  # numpy scalar
+            return value.item()
         import pandas as pd
 
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
+        return None if pd.api.types.is_scalar(value) and pd.isna(value) else str(value)
+
+    return json_safe(obj, default=scalar)
 
 
 def _print_json(obj) -> None:

@@ -52,14 +52,13 @@ def importances(db_url: str, data: StudyData | str, *, methods=METHODS, seed: in
 def _evaluate(db: Database, name: str, methods, seed: int, out: dict, skip) -> dict:
     import optuna
 
+    storage = None
     try:
         storage = db.optuna_storage(read_only=True)
-    except Exception as e:  # no Optuna tables, an unreadable database
-        return skip(f"no readable Optuna study '{name}': {first_line(e)}")
-    try:
         study = optuna.load_study(study_name=name, storage=storage)
-    except Exception as e:  # no such study
-        storage.engine.dispose()
+    except Exception as e:  # no Optuna tables, an unreadable database, no such study
+        if storage is not None:
+            storage.engine.dispose()
         return skip(f"no readable Optuna study '{name}': {first_line(e)}")
     try:
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -9,7 +9,6 @@ HTML-escaped everywhere, in the Markdown too (Markdown renderers pass raw HTML t
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import html
 import json
 import math
@@ -21,9 +20,10 @@ import pandas as pd
 
 from mimax.analysis import figures as F
 from mimax.analysis.stats import completed_finals
+from mimax.analysis.tables import html_table, isnan, md_escape, md_table, num
 from mimax.db import Environment
 
-__all__ = ["findings", "md_table", "write_report"]
+__all__ = ["findings", "write_report"]
 
 # (stem, title, what it shows, draw(data, how)) in report order; None from draw: nothing to show.
 FIGURES: list[tuple[str, str, str, Callable]] = [
@@ -86,37 +86,6 @@ pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:.82em}
 # ---- formatting ------------------------------------------------------------------------------------
 
 
-def _isnan(x) -> bool:
-    try:
-        return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x)) or x is pd.NA
-    except TypeError:
-        return False
-
-
-def _num(x, fmt: str | None = None) -> str:
-    """A table cell: 4 decimals, scientific below 1e-3 (or with ``fmt``), "–" for a missing value."""
-    if _isnan(x):
-        return "–"
-    if isinstance(x, (bool, np.bool_)):
-        return str(bool(x))
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        if fmt is not None:
-            text = format(x, fmt)
-        elif abs(x) < 1e-12:
-            text = "0"
-        elif abs(x) < 1e-3 or abs(x) >= 1e6:
-            text = f"{x:.3g}"
-        else:
-            text = f"{x:.4f}"
-        return text.replace("-", "−")
-    if isinstance(x, (pd.Timestamp, dt.datetime)):
-        return pd.Timestamp(x).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-    return str(x)
-
-
 def _signed(x: float, digits: int = 3) -> str:
     return f"{x:+.{digits}f}".replace("-", "−")
 
@@ -144,7 +113,7 @@ def _best_level_findings(effects: pd.DataFrame, pairwise: pd.DataFrame, metric: 
         if len(rows) < 2:
             continue
         best = rows.loc[rows["mean"].idxmax()]
-        sd = "" if _isnan(best.get("sd")) else f" ± {_fixed(best['sd'])} sd"
+        sd = "" if isnan(best.get("sd")) else f" ± {_fixed(best['sd'])} sd"
         text = (f"{factor}: {F.level_text(best['level'])} has the highest mean {word} "
                 f"({_fixed(best['mean'])}{sd}, n={int(best['n'])})")
         parts = []
@@ -157,9 +126,9 @@ def _best_level_findings(effects: pd.DataFrame, pairwise: pd.DataFrame, metric: 
                     other, d, lo, hi = r["level_b"], -r["diff"], -r["ci_high"], -r["ci_low"]
                 else:
                     continue
-                if _isnan(d):
+                if isnan(d):
                     continue
-                if _isnan(lo) or _isnan(hi):
+                if isnan(lo) or isnan(hi):
                     parts.append(f"{F.level_text(best['level'])} − {F.level_text(other)} = {_signed(d)} (no CI)")
                     continue
                 verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0: no clear difference"
@@ -176,20 +145,20 @@ def _correlation_finding(corr: pd.DataFrame) -> list[str]:
     rows = corr[corr["stratum"] == "all"]
     for _, r in rows.iterrows():
         rho, lo, hi, n = r["spearman"], r["ci_low"], r["ci_high"], r["n"]
-        if _isnan(rho):
+        if isnan(rho):
             out.append(f"No correlation of final {METRIC_WORDS.get(r['x'], r['x'])} and "
                        f"{METRIC_WORDS.get(r['y'], r['y'])} could be computed (n={int(n)}).")
             continue
         x, y = METRIC_WORDS.get(r["x"], r["x"]), METRIC_WORDS.get(r["y"], r["y"])
-        ci = "" if _isnan(lo) else f" [{_fixed(lo, 2)}, {_fixed(hi, 2)}]"
-        if _isnan(lo) or lo <= 0 <= hi:
+        ci = "" if isnan(lo) else f" [{_fixed(lo, 2)}, {_fixed(hi, 2)}]"
+        if isnan(lo) or lo <= 0 <= hi:
             lead = f"Higher final {x} does not predict higher {y}"
         elif rho > 0:
             lead = f"Higher final {x} goes with higher {y}"
         else:
             lead = f"Higher final {x} goes with lower {y}"
         text = f"{lead}: Spearman ρ = {_fixed(rho, 2)}{ci} across {int(n)} trials"
-        if not _isnan(r.get("kendall")):
+        if not isnan(r.get("kendall")):
             text += f" (Kendall τ = {_fixed(r['kendall'], 2)})"
         within = corr[(corr["stratum"] != "all") & (corr["x"] == r["x"]) & (corr["y"] == r["y"])
                       & corr["spearman"].notna()]
@@ -198,7 +167,7 @@ def _correlation_finding(corr: pd.DataFrame) -> list[str]:
         if len(within):
             text += "; within " + ", ".join(
                 f"{r2['stratum']} {F.level_text(r2['level'])}: ρ = {_fixed(r2['spearman'], 2)}"
-                + ("" if _isnan(r2["ci_low"]) else f" [{_fixed(r2['ci_low'], 2)}, {_fixed(r2['ci_high'], 2)}]")
+                + ("" if isnan(r2["ci_low"]) else f" [{_fixed(r2['ci_low'], 2)}, {_fixed(r2['ci_high'], 2)}]")
                 + f" (n={int(r2['n'])})" for _, r2 in within.iterrows())
         out.append(text + ".")
     return out
@@ -237,8 +206,8 @@ def _anova_findings(anova: pd.DataFrame) -> list[str]:
     for _, r in one.sort_values("eta2", ascending=False).iterrows():
         word = METRIC_WORDS.get(r["metric"], r["metric"])
         out.append(f"{r['factor']} accounts for {100 * r['eta2']:.0f}% of the variance of final {word} "
-                   f"(one-way ANOVA: η² = {_fixed(r['eta2'])}, F = {_num(r['F'], '.3g')}, "
-                   f"p = {_num(r['p'], '.2g')}, {int(r['levels'])} levels, n={int(r['n'])}).")
+                   f"(one-way ANOVA: η² = {_fixed(r['eta2'])}, F = {num(r['F'], '.3g')}, "
+                   f"p = {num(r['p'], '.2g')}, {int(r['levels'])} levels, n={int(r['n'])}).")
     return out
 
 
@@ -264,7 +233,7 @@ def _calibration_findings(table: pd.DataFrame | None) -> list[str]:
     by = by.sort_values("mse")
     name = lambda k: " · ".join(F.level_text(v) for v in (k if isinstance(k, tuple) else (k,)))  # noqa: E731
     text = "Calibration (final test estimate vs true MI, mean over the true-MI values): " + "; ".join(
-        f"{name(k)}: MSE {_num(r['mse'], '.3g')} nats², bias {_signed(r['bias'])} nats"
+        f"{name(k)}: MSE {num(r['mse'], '.3g')} nats², bias {_signed(r['bias'])} nats"
         for k, r in by.iterrows())
     return [text + "."]
 
@@ -314,7 +283,7 @@ def _ci_column(frame: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
     """Fold <prefix>ci_low / <prefix>ci_high into one "<prefix>95% CI" text column after the estimate."""
     low, high = f"{prefix}ci_low", f"{prefix}ci_high"
     if {low, high} <= set(frame.columns):
-        ci = [("–" if _isnan(lo) or _isnan(hi) else f"[{_num(lo)}, {_num(hi)}]")
+        ci = [("–" if isnan(lo) or isnan(hi) else f"[{num(lo)}, {num(hi)}]")
               for lo, hi in zip(frame[low], frame[high])]
         pos = list(frame.columns).index(low)
         frame = frame.drop(columns=[low, high])
@@ -347,7 +316,7 @@ def _environment_frame(data) -> pd.DataFrame:
     fields = [c for c in ENV_COLUMNS if c != "session" and any(e.get(c) is not None for e in envs)]
     out = {"field": fields}
     for i, e in enumerate(envs):
-        out[f"session {e.get('session', i)}"] = [_num(e.get(c)) if e.get(c) is not None else "–" for c in fields]
+        out[f"session {e.get('session', i)}"] = [num(e.get(c)) if e.get(c) is not None else "–" for c in fields]
     return pd.DataFrame(out)
 
 
@@ -399,30 +368,6 @@ def _frame(x) -> pd.DataFrame:
     return x if isinstance(x, pd.DataFrame) else pd.DataFrame()
 
 
-def _column_format(values: pd.Series, name: str) -> str | None:
-    """One number format per column, so its digits line up: whole numbers, p-values (3 significant
-    digits), small or huge values (4 significant digits), else 4 decimals."""
-    x = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
-    if name.endswith("_p") or name in ("p", "p_boot"):
-        return ".3g"
-    if len(x) and np.all(np.isfinite(x)) and np.all(x == np.round(x)) and np.all(np.abs(x) < 1e15):
-        return ".0f"
-    nonzero = np.abs(x[(x != 0) & np.isfinite(x)])
-    if len(nonzero) and (nonzero.min() < 1e-3 or nonzero.max() >= 1e6):
-        return ".4g"
-    return None
-
-
-def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
-    """Header, cell texts (unescaped) and whether each column is text (left-aligned)."""
-    cols = [str(c) for c in frame.columns]
-    texty = [not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])
-             for c in frame.columns]
-    fmts = [None if t else _column_format(frame[c], str(c)) for c, t in zip(frame.columns, texty)]
-    rows = [[_num(v, f) for v, f in zip(rec, fmts)] for rec in frame.itertuples(index=False)]
-    return cols, rows, texty
-
-
 # ---- metadata ------------------------------------------------------------------------------------
 
 
@@ -445,7 +390,7 @@ def _metadata(data, results: dict) -> list[tuple[str, str]]:
         ("objectives", ", ".join(f"{m} ({d})" for m, d in zip(s.get("metrics") or [], s.get("directions") or []))),
         *_protocol(data.trials),
         ("status", s.get("status")),
-        ("created", _num(s["created_at"]) if s.get("created_at") is not None else None),
+        ("created", num(s["created_at"]) if s.get("created_at") is not None else None),
         ("database", getattr(data, "url", "")),
         ("results directory", s.get("results_dir")),
     ]
@@ -485,28 +430,6 @@ def _space_text(data) -> str:
 # ---- writers -------------------------------------------------------------------------------------
 
 
-def _html_table(frame: pd.DataFrame) -> str:
-    cols, rows, texty = _cells(frame)
-    cls = lambda i: ' class="t"' if texty[i] else ""  # noqa: E731
-    head = "".join(f"<th{cls(i)}>{html.escape(c)}</th>" for i, c in enumerate(cols))
-    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{html.escape(v)}</td>" for i, v in enumerate(r)) + "</tr>"
-                   for r in rows)
-    return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _md_escape(text: str) -> str:
-    """Markdown renderers pass raw HTML through: escape <, > and &; | would end a table cell."""
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(frame: pd.DataFrame) -> str:
-    cols, rows, texty = _cells(frame)
-    lines = ["| " + " | ".join(_md_escape(c) for c in cols) + " |",
-             "|" + "|".join(":---" if t else "---:" for t in texty) + "|"]
-    lines += ["| " + " | ".join(_md_escape(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _basis(how: str) -> str:
     which = "best evaluation (by probe accuracy)" if how == "best" else "final evaluation"
     return f"statistics over the {which} of each completed trial"
@@ -540,7 +463,7 @@ def _write_html(path: Path, data, meta, facts, tables, figs, space: str, how: st
     for anchor, ttitle, expl, frame in tables:
         if frame.empty:
             continue
-        parts.append(f'<h2 id="{anchor}">{e(ttitle)}</h2><p class="note">{e(expl)}</p>{_html_table(frame)}')
+        parts.append(f'<h2 id="{anchor}">{e(ttitle)}</h2><p class="note">{e(expl)}</p>{html_table(frame)}')
     parts.append('<h2 id="study">Study</h2><dl class="meta">'
                  + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in meta) + "</dl>")
     if space:
@@ -550,7 +473,7 @@ def _write_html(path: Path, data, meta, facts, tables, figs, space: str, how: st
 
 
 def _write_md(path: Path, data, meta, facts, tables, figs, space: str, how: str) -> None:
-    m = _md_escape
+    m = md_escape
     lines = [f"# mimax report: {m(data.study.get('name'))}", "",
              f"{m(data.study.get('space_source') or '')} · budget {m(data.study.get('budget') or 'none')} · "
              f"{len(data.trials)} trials · {_basis(how)}", "",

@@ -5,11 +5,10 @@ Registering the command imports no torch: that waits until a trial runs."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
-from mimax.contract import load_yaml
+from mimax.contract import json_safe, load_yaml
 from mimax.errors import ConfigError
 
 
@@ -25,18 +24,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=train_command)
 
 
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # strict JSON has no NaN or inf
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def emit_json(record: dict) -> None:
-    print(json.dumps(_finite(record), allow_nan=False), flush=True)
+    print(json.dumps(json_safe(record), allow_nan=False), flush=True)
 
 
 def _fmt(v, spec=".4f"):

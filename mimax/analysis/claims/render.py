@@ -9,13 +9,15 @@ from pathlib import Path
 import pandas as pd
 
 from mimax.analysis.claims.verify import Verification
+from mimax.analysis.tables import md_table
+from mimax.contract import json_safe
 
 __all__ = ["as_json", "estimate_and_ci", "lines", "markdown", "report_tables", "summary_sentence", "write"]
 
 
 def as_json(v: Verification) -> dict:
     """``Verification.as_dict()`` made strict-JSON safe: NaN and ±inf become null."""
-    return json.loads(json.dumps(v.as_dict()), parse_constant=lambda _: None)
+    return json_safe(v.as_dict())
 
 
 def _num(x, signed: bool = False) -> str:
@@ -122,8 +124,6 @@ def report_tables(v: Verification) -> list[tuple[str, str, str, pd.DataFrame]]:
 
 
 def markdown(v: Verification) -> str:
-    from mimax.analysis.report import md_table  # the report's tables: the same cells, escaped the same
-
     parts = [f"# Claims: {v.source}", "", summary_sentence(v), ""]
     for _anchor, title, _expl, frame in report_tables(v):
         parts += [f"## {title}", "", md_table(frame), ""]

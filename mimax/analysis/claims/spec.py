@@ -73,6 +73,12 @@ class _Comparison(_Strict):
             raise ValueError(f"expected one of >, >=, <, <=, ~ (or ≥, ≤, ≈), got {show(value)}")
         return OPS[value]
 
+    def slack(self) -> str:
+        """The margin or tolerance as the test reads it: ``a ≥ b − margin``, ``a ≤ b + margin``, ``a ≈ b ± tol``."""
+        if self.op in (">=", "<="):
+            return f" {'−' if self.op == '>=' else '+'} {self.margin:g}"
+        return f" ± {self.tol:g}" if self.op == "~" else ""
+
     def check(self) -> tuple[str, str] | None:
         """(key, message) when the margin or tolerance does not fit the operator."""
         if self.op in (">=", "<=") and self.margin is None:

@@ -298,9 +298,7 @@ class _Run:
             note = sides[0][2] or sides[1][2]
             test = NO_TEST if note else self.contrast(sides[0][0] + sides[1][0], 0.0, i)
             out.append(Stratum(name, test, detail, note and f"{'a' if sides[0][2] else 'b'}: {note}"))
-        margin = f" − {o.margin:g}" if o.op == ">=" else f" + {o.margin:g}" if o.op == "<=" else ""
-        tol = f" ± {o.tol:g}" if o.op == "~" else ""
-        return f"{self.claim.metric}: {col}={_text(o.a)} {_OPS[o.op]} {col}={_text(o.b)}{margin}{tol}", out
+        return f"{self.claim.metric}: {col}={_text(o.a)} {_OPS[o.op]} {col}={_text(o.b)}{o.slack()}", out
 
     def versus(self, mask: pd.Series) -> tuple[str, list[Stratum]]:
         v, claim = self.claim.versus, self.claim
@@ -332,9 +330,7 @@ class _Run:
             offset = -v.value if v.value is not None else 0.0
             test = NO_TEST if note else self.contrast(groups + ref_groups, offset, i)
             out.append(Stratum(name, test, detail, note))
-        extra = f" + {v.margin:g}" if v.op == "<=" else f" − {v.margin:g}" if v.op == ">=" else \
-            f" ± {v.tol:g}" if v.op == "~" else ""
-        return text + extra, out
+        return text + v.slack(), out
 
     def reference(self, v: Versus) -> tuple[list, str, str, str]:
         """The reference study's groups (weight −1 / #configs), its text, its detail and the note saying

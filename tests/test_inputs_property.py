@@ -497,7 +497,10 @@ def test_budgets(world, budget, preset):
 # ---- database URLs ------------------------------------------------------------------------------------
 
 def _inside(path: str, root: Path) -> bool:
-    p = Path(path).expanduser()
+    try:
+        p = Path(path).expanduser()
+    except RuntimeError:  # ~user of no such user: the path is taken as written
+        p = Path(path)
     p = (Path.cwd() / p) if not p.is_absolute() else p
     return os.path.realpath(p).startswith(str(root) + os.sep)
 

@@ -649,8 +649,10 @@ def test_search_spaces(world, data):
     path = world.tmp / "space.yaml"
     path.write_text(data.draw(document(m.tree)), encoding="utf-8")
     code, _, err = mimax(world, "spaces", "validate", path)
-    if m.kind == "unknown_key" and m.path == ():
+    if m.kind == "unknown_key" and m.path not in (("params",), ("budgets",)):  # those two map names the user picks
         outcome(code, err, rejected=True, naming=m.key)
+    elif _has_nonfinite(m.tree) and m.path[:1] != ("base",):  # budgets and params may override base
+        outcome(code, err, rejected=True)
     else:
         outcome(code, err)
 

@@ -107,15 +107,9 @@ def _listener() -> tuple[socket.socket, int]:
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
-SMALL_CONFIG = {
-    "data": {"name": "digits"},
-    "encoder": {"name": "mlp", "hidden": [32], "out_dim": 16},
-    "critic": {"name": "bilinear"},
-    "estimator": {"name": "nce"},
-    "train": {"steps": 30, "batch_size": 32, "lr": 1e-3},
-    "eval": {"every": 10, "probe": "torch", "bound_batches": 3},
-    "seed": 0,
-}
+# A small valid trial config: the base of the engine tests' grid space with one of its estimators.
+SMALL_CONFIG = {**yaml.safe_load((TEST_SPACES / "tiny-grid.yaml").read_text())["base"], "estimator": {"name": "nce"},
+                "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +359,7 @@ def test_a_300_character_name_is_refused_before_anything_is_written(world):
 
 
 @given(name=STUDY_NAMES)
-@examples(2200)
+@examples(2500)
 def test_study_names(world, name):
     """A refused name is refused first, naming --name; an accepted one is never what is refused (past a
     few real launches each input also carries --cpus-per-trial 0, which must be the refusal then)."""
@@ -442,7 +436,7 @@ def addresses(draw, world) -> str:
 
 
 @given(data=st.data())
-@examples(500)
+@examples(400)
 def test_run_options(world, data):
     db = world.tmp / "options.db"
     options = dict(VALID_OPTIONS)
@@ -486,7 +480,7 @@ BUDGETS = st.one_of(st.sampled_from(["smoke", "cpu", "paper", "SMOKE", "smoke ",
 
 
 @given(budget=BUDGETS, preset=st.sampled_from(["fig3-critics", "calibration"]))
-@examples(250)
+@examples(200)
 def test_budgets(world, budget, preset):
     spec = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text())
     known = set(spec.get("budgets") or {})
@@ -544,7 +538,7 @@ def odd_files(world):
 
 
 @given(data=st.data())
-@examples(600)
+@examples(500)
 def test_database_urls(world, odd_files, data):
     url = data.draw(database_urls(world))
     command = data.draw(st.sampled_from(["list", "status", "resume", "launch", "db"]))
@@ -587,13 +581,13 @@ VALID_CONFIGS = [
     yaml.safe_load((ROOT / "examples" / "train-mnist.yaml").read_text()),
     {**SMALL_CONFIG, "eval": {"every": 10, "probe": [{"name": "sklearn", "C": 10.0}, {"name": "torch",
                                                                                        "max_iter": 50}]}},
-    {**SMALL_CONFIG, "train": {"steps": 20, "batch_size": 16, "lr": 1e-3, "mode": "adversarial"},
+    {**SMALL_CONFIG, "train": {"steps": 20, "batch_size": 16, "lr": 0.001, "mode": "adversarial"},
      "critic": None, "estimator": None, "adversarial": {"warmup": 5, "classifier_steps": 2}},
 ]
 
 
 @given(data=st.data())
-@examples(2000)
+@examples(1800)
 def test_trial_configs(world, data):
     valid = data.draw(st.sampled_from(VALID_CONFIGS))
     m = data.draw(mutation(valid))
@@ -607,7 +601,7 @@ def test_trial_configs(world, data):
 
 
 @given(text=RANDOM_FILE)
-@examples(600)
+@examples(700)
 def test_random_config_files(world, text):
     path = world.tmp / "random.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogateescape")
@@ -628,7 +622,7 @@ OVERRIDE = st.one_of(
 
 
 @given(overrides=st.lists(OVERRIDE, min_size=1, max_size=3))
-@examples(1000)
+@examples(1200)
 def test_set_overrides(world, overrides):
     code, _, err = mimax(world, "train", world.config, *(f"--set={o}" for o in overrides))
     outcome(code, err)
@@ -642,7 +636,7 @@ VALID_SPACES = [yaml.safe_load(p.read_text()) for p in
 
 
 @given(data=st.data())
-@examples(800)
+@examples(650)
 def test_search_spaces(world, data):
     valid = data.draw(st.sampled_from(VALID_SPACES))
     m = data.draw(mutation(valid))

@@ -69,7 +69,7 @@ class _Comparison(_Strict):
     @field_validator("op", mode="before")
     @classmethod
     def _op(cls, value: Any) -> str:
-        if value not in OPS:
+        if not isinstance(value, str) or value not in OPS:  # a list or a mapping cannot be looked up
             raise ValueError(f"expected one of >, >=, <, <=, ~ (or ≥, ≤, ≈), got {show(value)}")
         return OPS[value]
 

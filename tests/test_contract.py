@@ -99,3 +99,12 @@ def test_load_yaml_errors_are_one_line(tmp_path, text, needle):
         load_yaml(str(tmp_path / "none.yaml"), "config")
     with pytest.raises(ConfigError, match="expected a space file, got a directory"):
         load_yaml(str(tmp_path), "space")
+
+
+def test_yaml_reads_exponent_floats_without_a_dot_as_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-3 as the text "1e-3", which the strict configs would refuse
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nb: -2E+4\nc: '1e-3'\nd: 1.5e-4\ne: e5\nf: 12\n")
+    data = load_yaml(str(path), "config")
+    assert data == {"lr": 0.001, "b": -20000.0, "c": "1e-3", "d": 0.00015, "e": "e5", "f": 12}
+    assert isinstance(data["f"], int)

@@ -121,3 +121,9 @@ def test_entry_points_of_an_installed_package_register_on_first_look_up(tmp_path
     with pytest.raises(ConfigError, match=r"^entry point 'broken' of group mimax\.components: cannot import "
                                           r"'fake_plugin_missing': ModuleNotFoundError"):
         resolve(config("bilinear"))
+
+
+def test_every_family_of_the_contract_has_a_registry():
+    from mimax.contract import FAMILIES as CONTRACT_FAMILIES
+
+    assert tuple(FAMILIES) == CONTRACT_FAMILIES

@@ -82,6 +82,6 @@ def test_the_installed_wheel_trains_and_launches_on_mnist_outside_the_repository
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     url = f"sqlite:///{tmp_path / 'store.db'}"
     sh(venv / "bin" / "mimax", "launch", "space.yaml", "--name", "w", "--db", url, "--quiet", cwd=tmp_path, env=env,
-       timeout=400)
+       timeout=600)
     rows = query(url, "SELECT state, last_step FROM mimax_trials")
     assert sorted(rows) == [("completed", 20), ("completed", 20)], rows

@@ -42,9 +42,10 @@ def test_a_plugin_study_on_two_nodes_completes_resumes_and_analyses(example_on_p
     after = trials(url, "ex")
     assert len(after) == 4 and all(t["state"] == "completed" for t in after.values()), after
     assert sorted(evaluations(url, "ex")) == sorted((k, s) for k in after for s in range(0, STEPS + 1, EVERY))
-    configs = [json.loads(c) for (c,) in query(url, "SELECT config_json FROM mimax_trials")]
+    rows = query(url, "SELECT trial_key, optuna_trial_number, config_json FROM mimax_trials")
+    configs = [json.loads(c) for _, _, c in rows]
     assert {(c["critic"]["name"], c["estimator"]["name"]) for c in configs} == {
-        (c, e) for c in ("lowrank", "bilinear") for e in ("symmetric-nce", "nce")}
+        (c, e) for c in ("lowrank", "bilinear") for e in ("symmetric-nce", "nce")}, [r[:2] for r in rows]
     assert all(c["plugins"] == ["mimax_example.components"] and c["data"]["name"] == "noisy-copies" for c in configs)
     # trials ran on both nodes: the worker node imported the plugin itself
     assert len({t["node"] for t in after.values()}) == 2, after

@@ -44,8 +44,9 @@ def test_a_plugin_study_on_two_nodes_completes_resumes_and_analyses(example_on_p
     assert sorted(evaluations(url, "ex")) == sorted((k, s) for k in after for s in range(0, STEPS + 1, EVERY))
     rows = query(url, "SELECT trial_key, optuna_trial_number, config_json FROM mimax_trials")
     configs = [json.loads(c) for _, _, c in rows]
-    assert {(c["critic"]["name"], c["estimator"]["name"]) for c in configs} == {
-        (c, e) for c in ("lowrank", "bilinear") for e in ("symmetric-nce", "nce")}, [r[:2] for r in rows]
+    combos = [(c["critic"]["name"], c["estimator"]["name"]) for c in configs]
+    assert set(combos) <= {(c, e) for c in ("lowrank", "bilinear") for e in ("symmetric-nce", "nce")}
+    assert {"lowrank", "symmetric-nce"} <= {name for combo in combos for name in combo}, combos
     assert all(c["plugins"] == ["mimax_example.components"] and c["data"]["name"] == "noisy-copies" for c in configs)
     # trials ran on both nodes: the worker node imported the plugin itself
     assert len({t["node"] for t in after.values()}) == 2, after
@@ -57,3 +58,8 @@ def test_a_plugin_study_on_two_nodes_completes_resumes_and_analyses(example_on_p
             "--n-boot", "20", cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "lowrank" in r.stdout and "symmetric-nce" in r.stdout
+    # The grid's four configurations, each once. Seen failing (twice in two runs, 2026-11-30): after the kill,
+    # the resumed driver's Optuna trial 3 got the grid point of trial 0, so one point ran twice and one never;
+    # a fault of resuming grid studies (study/searcher + Optuna's GridSampler), not of plugins.
+    assert sorted(combos) == sorted((c, e) for c in ("lowrank", "bilinear") for e in ("symmetric-nce", "nce")), \
+        sorted(zip((r[1] for r in rows), combos))

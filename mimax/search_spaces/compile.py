@@ -205,10 +205,11 @@ class Space:
         """A fresh Optuna sampler, seeded by ``sampler.seed``, with ``sampler.options`` as keyword args.
 
         ``session`` > 0 (a resumed study) shifts the seed: a sampler re-created with the same seed would
-        replay the configurations it proposed before.
+        replay the configurations it proposed before. Not a grid's: its seed orders the grid, and Optuna
+        gives trial n the n-th point of that order, so another order would repeat points and skip others.
         """
         name, seed = self.sampler.name, self.sampler.seed
-        if seed is not None and session:
+        if seed is not None and session and name != "grid":
             seed = (seed + 1_000_003 * session) % 2**32
         options = dict(self.sampler.options)
         cls = SAMPLER_CLASSES[name]

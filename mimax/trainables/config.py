@@ -32,7 +32,7 @@ from mimax.trainables.base import Params, ViewSpec, lookup, parse_params
 from mimax.trainables.data import DATASETS
 from mimax.trainables.encoders import ENCODERS
 from mimax.trainables.modes import MODES
-from mimax.trainables.plugins import import_plugins, load_entry_points, try_out
+from mimax.trainables.plugins import check_view, import_plugins, load_entry_points, try_out
 from mimax.trainables.probes import PROBES
 
 
@@ -83,6 +83,7 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
     data_cls, data_params, data_sec = _component(DATASETS, "data", cfg.data)
     enc_cls, enc_params, enc_sec = _component(ENCODERS, "encoder", cfg.encoder)
     view = data_cls.spec_for(data_params)
+    check_view(data_cls, view)
     enc_cls.check(enc_params, view)
 
     mode = MODES[cfg.train.mode]
@@ -94,7 +95,7 @@ def resolve(raw: Mapping[str, Any] | TrialConfig) -> Resolved:
             if getattr(cfg.train, key) != default:
                 raise ConfigError(f"train.{key}", "only used with train.mode 'infomax'; remove it")
 
-    try_out((data_cls, data_params), (enc_cls, enc_params), crit, est, view)
+    try_out((enc_cls, enc_params), crit, est, view)
 
     probes, probe_sec = _probes(cfg.eval.probe)
     if probes and not data_cls.labelled:

@@ -135,11 +135,15 @@ def is_plugin(family: str, cls: type) -> bool:
 
 # ---- a tiny forward of each plugin component, at validation ---------------------------------------
 
-def try_out(data: tuple[type, Params], encoder: tuple[type, Params], critic: tuple[type, Params] | None,
+def check_view(data_cls: type, view: Any) -> None:
+    """What a dataset's ``spec_for`` gave, checked before an encoder reads it."""
+    if not isinstance(view, ViewSpec):
+        raise ConfigError("data.name", f"{_where(data_cls)}.spec_for returned {view!r}, not a ViewSpec")
+
+
+def try_out(encoder: tuple[type, Params], critic: tuple[type, Params] | None,
             estimator: tuple[type, Params] | None, view: ViewSpec) -> None:
     """Run each plugin component once on a tiny input and check what it returns (built-ins are tested)."""
-    if is_plugin("data", data[0]) and not isinstance(view, ViewSpec):
-        raise ConfigError("data.name", f"{_where(data[0])}.spec_for returned {view!r}, not a ViewSpec")
     enc_cls, enc_params = encoder
     out_dim = enc_cls.output_dim(enc_params, view)
     if is_plugin("encoder", enc_cls):
@@ -162,9 +166,17 @@ def _checked(check: Callable, cls: type, params_json: str, dims: tuple, params: 
     if key in _DONE:
         return
     gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(0)
-        check(cls, params, *dims, gen=gen)
+    family = check.__name__.lstrip("_")
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            check(cls, params, *dims, gen=gen)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's forward failing on a tiny input: one line naming it
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{family}.name", f"plugin {family} {cls.name!r} ({_where(cls)}) raised "
+                                            f"{type(exc).__name__} on a tiny input: {first}") from None
     _DONE.add(key)
 
 
@@ -184,11 +196,12 @@ def _encoder(cls: type, params: Params, view: ViewSpec, gen: torch.Generator) ->
 
 def _critic(cls: type, params: Params, dim: int, gen: torch.Generator) -> None:
     crit = cls(params, dim, dim)
-    u, v = torch.randn(3, dim, generator=gen), torch.randn(4, dim, generator=gen)
+    kv = dim + 2  # unlike the anchors' count and the feature dim, so that no transposition fits by chance
+    u, v = torch.randn(3, dim, generator=gen), torch.randn(kv, dim, generator=gen)
     out = crit(u, v)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (3, 4):
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (3, kv):
         raise ConfigError("critic.name", f"plugin critic {cls.name!r} ({_where(cls)}) returned {_shape(out)} "
-                                         f"for u {tuple(u.shape)} and v {tuple(v.shape)}; expected scores (3, 4)")
+                                         f"for u {tuple(u.shape)} and v {tuple(v.shape)}; expected scores (3, {kv})")
 
 
 def _estimator(cls: type, params: Params, gen: torch.Generator) -> None:

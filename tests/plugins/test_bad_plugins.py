@@ -31,7 +31,7 @@ BAD = {
     "wrong_shape": ("rowsum", CRITIC.format(name="rowsum", body="    def forward(self, u, v):\n"
                                                                  "            return (u @ v.T).sum(dim=1)\n"),
                     r"^mimax: error: base\.critic\.name: the trial config is rejected: critic\.name: plugin critic 'rowsum' "
-                    r"\(wrong_shape\.C\) returned \(3,\) for u \(3, 8\) and v \(4, 8\); expected scores \(3, 4\)"),
+                    r"\(wrong_shape\.C\) returned \(3,\) for u \(3, 8\) and v \(10, 8\); expected scores \(3, 10\)"),
     "clashes": ("bilinear", CRITIC.format(name="bilinear", body="    def forward(self, u, v):\n"
                                                                  "            return u @ v.T\n"),
                 r"^mimax: error: .*plugins\[0\]: clashes: critic 'bilinear' \(clashes\.C\) clashes with the built-in "

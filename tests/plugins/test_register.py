@@ -121,3 +121,28 @@ def test_entry_points_of_an_installed_package_register_on_first_look_up(tmp_path
     with pytest.raises(ConfigError, match=r"^entry point 'broken' of group mimax\.components: cannot import "
                                           r"'fake_plugin_missing': ModuleNotFoundError"):
         resolve(config("bilinear"))
+
+
+def test_every_family_of_the_contract_has_a_registry():
+    from mimax.contract import FAMILIES as CONTRACT_FAMILIES
+
+    assert tuple(FAMILIES) == CONTRACT_FAMILIES
+
+
+def test_a_space_names_its_plugins_once_at_the_top_or_in_base():
+    from mimax.search_spaces.spec import parse_space
+
+    raw = {"name": "s", "base": {"data": {"name": "gaussian"}}, "objectives": [{"metric": "loss", "direction": "minimize"}]}
+    assert parse_space({**raw, "plugins": ["a.b"]}).base["plugins"] == ["a.b"]
+    with pytest.raises(ConfigError, match="^plugins: set plugins at the top level or in base, not both$"):
+        parse_space({**raw, "plugins": ["a.b"], "base": {"plugins": ["c"]}})
+
+
+def test_a_forward_that_raises_on_the_tiny_input_is_one_line():
+    def forward(self, u, v):
+        return u @ v  # v not transposed: no shape fits
+
+    register("critic", type("Raising", (Critic,), {"name": "raising", "forward": forward, "__module__": "m"}))
+    with pytest.raises(ConfigError, match=r"^critic\.name: plugin critic 'raising' \(m\.Raising\) raised RuntimeError "
+                                          r"on a tiny input: mat1 and mat2 shapes cannot be multiplied \(3x4 and 6x4\)$"):
+        resolve(config("raising"))

@@ -1,6 +1,7 @@
 """mimax built as a wheel and installed (not editable) into a fresh venv runs `mimax train` and a smoke
 `mimax launch` on MNIST from a directory outside the repository: the data it needs (MNIST is package
-data, mimax/trainables/data/mnist) reaches the installed copy and its Ray workers.
+data, mimax/trainables/data/mnist) reaches the installed copy and its Ray workers. The example plugin,
+installed beside it from its own wheel, registers through its entry point.
 
 To stay offline and fast the fresh venv gets mimax alone from the wheel (``pip install --no-deps``) and a
 ``.pth`` line naming the site-packages this test runs with, for the heavy dependencies (torch, Ray, ...).
@@ -45,11 +46,15 @@ def venv(tmp_path_factory) -> Path:
     build_env = dict(os.environ, PYTHONPATH=str(DEPS))
     sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist", src,
        cwd=tmp, env=build_env)
-    (wheel,) = (tmp / "dist").glob("mimax-*.whl")
+    shutil.copytree(REPO / "examples" / "plugin", tmp / "example", ignore=shutil.ignore_patterns("__pycache__"))
+    sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist",
+       tmp / "example", cwd=tmp, env=build_env)
+    wheels = sorted((tmp / "dist").glob("*.whl"))
+    assert [w.name.split("-")[0] for w in wheels] == ["mimax", "mimax_example_plugin"], wheels
     env_dir = tmp / "venv"
     sh(sys.executable, "-m", "venv", "--without-pip", env_dir, cwd=tmp)
     py = env_dir / "bin" / "python"
-    sh(sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel, cwd=tmp)
+    sh(sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", *wheels, cwd=tmp)
     site = Path(sh(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp).stdout.strip())
     (site / "_mimax_test_deps.pth").write_text(f"{DEPS}\n")
     return env_dir
@@ -82,6 +87,18 @@ def test_the_installed_wheel_trains_and_launches_on_mnist_outside_the_repository
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     url = f"sqlite:///{tmp_path / 'store.db'}"
     sh(venv / "bin" / "mimax", "launch", "space.yaml", "--name", "w", "--db", url, "--quiet", cwd=tmp_path, env=env,
-       timeout=400)
+       timeout=600)
     rows = query(url, "SELECT state, last_step FROM mimax_trials")
     assert sorted(rows) == [("completed", 20), ("completed", 20)], rows
+
+
+def test_an_installed_plugin_registers_through_its_entry_point(venv, tmp_path):
+    # no plugins key: the example's entry point (group mimax.components) registers its components
+    config = {"data": {"name": "noisy-copies"}, "encoder": {"name": "mlp", "hidden": [16], "out_dim": 4},
+              "critic": {"name": "lowrank", "rank": 2}, "estimator": {"name": "symmetric-nce"},
+              "train": {"steps": 10, "batch_size": 16}, "eval": {"every": 5, "probe": "none", "bound_batches": 1}}
+    (tmp_path / "trial.yaml").write_text(yaml.safe_dump(config))
+    r = sh(venv / "bin" / "mimax", "train", "trial.yaml", "--json", cwd=tmp_path, env=clean_env(venv))
+    start, *_, end = (yaml.safe_load(line) for line in r.stdout.strip().splitlines())
+    assert start["config"]["critic"] == {"name": "lowrank", "rank": 2} and "plugins" not in start["config"]
+    assert start["true_mi"] > 0 and end["status"] == "completed" and end["step"] == 10

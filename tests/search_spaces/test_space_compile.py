@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import math
 
 import optuna
@@ -12,7 +13,7 @@ import pytest
 from spaces_helpers import valid, write
 
 from mimax.errors import ConfigError
-from mimax.search_spaces import SAMPLERS, load_space, parse_space
+from mimax.search_spaces import SAMPLERS, Space, load_space, parse_space
 from mimax.search_spaces.check import sample_params
 from mimax.search_spaces.compile import Space
 from mimax.search_spaces.presets import space_from_spec
@@ -340,3 +341,28 @@ def test_budgets_override_seeds_trials_and_keys(tmp_path):
     assert big.base["eval"] == {"every": 5, "probe": {"name": "torch"}, "probe_train_size": 100}
     assert none.budget == "smoke"  # the default budget is smoke when the space has one
     assert spec.base["train"]["steps"] == 5  # budgets do not touch the parsed spec
+
+
+@pytest.mark.parametrize("when", [False, True])
+def test_a_resumed_grid_keeps_its_order_so_no_point_repeats(when):
+    # Optuna gives trial n the grid's n-th point (n below the grid's size) in the order the seed shuffles;
+    # a resumed session that reshuffled would repeat points and skip others.
+    params = {"critic.name": {"grid": ["separable", "bilinear"]}, "estimator.name": {"grid": ["nce", "nwj", "dv"]}}
+    if when:
+        params["critic.hidden"] = {"grid": [8, 16], "when": {"critic.name": ["separable"]}}
+    raw = {"name": "g", "base": {"data": {"name": "gaussian"}, "encoder": {"name": "identity"},
+                                 "train": {"steps": 1}, "eval": {"every": 1, "probe": "none"}},
+           "params": params, "sampler": {"name": "grid", "seed": 0},
+           "objectives": [{"metric": "loss", "direction": "minimize"}]}
+    space = Space(parse_space(raw))
+    storage = optuna.storages.InMemoryStorage()
+    seen = []
+    for session, n in ((0, 2), (1, 1), (2, space.n_configs - 3)):  # a launch and two resumes
+        study = optuna.create_study(storage=storage, study_name="g", load_if_exists=True,
+                                    sampler=space.make_sampler(session=session))
+        for _ in range(n):
+            trial = study.ask()
+            seen.append(json.dumps(space.suggest(trial), sort_keys=True))
+            if len(seen) < space.n_configs:  # the last tell would stop the study, outside an optimize()
+                study.tell(trial, 0.0)
+    assert sorted(seen) == sorted(json.dumps(c, sort_keys=True) for c in space.enumerate())

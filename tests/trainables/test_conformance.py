@@ -75,18 +75,17 @@ def test_builtin_passes(family, name, check, data_params):
 
 # ---- broken components: each fails with a message naming what is wrong -----------------------------
 
-class Transposed(Critic):
-    """Scores with rows and columns swapped for a square batch: S[i, j] = f(u_j, v_i)."""
+class Centred(Critic):
+    """Centres u over the batch before scoring: S[i, j] depends on the other anchors too."""
 
-    name = "transposed"
+    name = "centred"
 
     def __init__(self, params, dim_u, dim_v):
         super().__init__(params, dim_u, dim_v)
         self.weight = torch.nn.Parameter(torch.randn(dim_u, dim_v))
 
     def forward(self, u, v):
-        s = (u @ self.weight) @ v.T
-        return s.T if s.shape[0] == s.shape[1] else s
+        return ((u - u.mean(dim=0)) @ self.weight) @ v.T
 
 
 class RowSummed(Critic):
@@ -136,7 +135,7 @@ class Forgetful(Estimator):
 
 
 @pytest.mark.parametrize("cls, check, message", [
-    (Transposed, "pairs", r"critic 'transposed' .* fails pairs: S\[i, j\] differs from the critic applied to "
+    (Centred, "pairs", r"critic 'centred' .* fails pairs: S\[i, j\] differs from the critic applied to "
                           r"\(u_i, v_j\) alone"),
     (RowSummed, "shapes", r"critic 'row-summed' .* fails shapes: scores of shape \(4,\) for u \(4, 5\) and "
                           r"v \(5, 7\); expected \(4, 5\)"),
@@ -156,7 +155,7 @@ def test_calibration_catches_an_estimator_above_the_truth():
         def ceiling(self, k):
             return None
 
-    with pytest.raises(mt.ConformanceError, match=r"fails calibration: trained .* it estimates [\d.]+ nats; "
+    with pytest.raises(mt.ConformanceError, match=r"fails calibration: fed the optimal critic's scores .* it estimates [\d.]+ nats; "
                                                    r"expected between 1 and 2.3"):
         mt.check(Inflated, only=["calibration"])
 

@@ -32,11 +32,8 @@ MNIST_MD5 = {
 }
 
 class ImageHalves(HeldViews):
-    """Base of the image datasets. Subclasses set ``image_shape`` (C, H, W), ``scale`` and ``load()``.
-
-    Noise protocol (``noise`` = σ > 0, the paper's Fig. 2): a training or evaluation batch gets one
-    Gaussian noise tensor added to *both* halves; ``probe_data`` adds fresh noise to the top half.
-    """
+    """Base of the image datasets. Subclasses set ``image_shape`` (C, H, W), ``scale`` and ``load()``; the
+    views are the top and bottom halves of the rows, drawn and noised as ``HeldViews`` says."""
 
     image_shape: ClassVar[tuple[int, int, int]]
     scale: ClassVar[float] = 255.0

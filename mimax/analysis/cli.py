@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from mimax.analysis.load import AnalysisError
+from mimax.analysis.tables import isnan, level_text
 from mimax.contract import json_safe
 from mimax.db import choose_url
 
@@ -210,7 +210,7 @@ def _analyze(args) -> int:
 
 
 def _fmt(x, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+    return "–" if isnan(x) else f"{x:.{digits}f}"
 
 
 def _config_lines(rows: list[dict]) -> list[str]:
@@ -231,9 +231,7 @@ def _config_lines(rows: list[dict]) -> list[str]:
 
 
 def _level(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return "–" if isnan(value) else level_text(value)
 
 
 def _print_summary(s: dict, imp: dict) -> None:
@@ -270,7 +268,7 @@ def _arrow_safe(frame):
     out = frame.copy()
     for col in out.columns:
         if out[col].dtype == object:
-            kinds = {type(v) for v in out[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+            kinds = {type(v) for v in out[col] if not isnan(v)}
             if len(kinds) > 1:
                 out[col] = out[col].map(lambda v: None if v is None else str(v))
     return out

@@ -33,8 +33,9 @@ from mimax.errors import ConfigError
 from mimax.study.models import Base, Environment, Evaluation, Study, Trial
 
 __all__ = [
-    "DEFAULT_URL", "STATES", "STUDY_STATUSES", "TERMINAL", "Base", "Database", "DatabaseError", "Environment",
-    "Evaluation", "Study", "Trial", "UnknownStudy", "check_study_name", "choose_url", "first_line", "head_revision",
+    "DB_HELP", "DEFAULT_URL", "STATES", "STUDY_STATUSES", "TERMINAL", "Base", "Database", "DatabaseError",
+    "Environment", "Evaluation", "Study", "Trial", "UnknownStudy", "check_study_name", "choose_url", "first_line",
+    "head_revision",
 ]
 
 STUDY_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -42,6 +43,7 @@ TERMINAL = ("completed", "pruned", "failed", "diverged")  # the states a trial e
 STATES = ("pending", "running", *TERMINAL)
 
 DEFAULT_URL = "sqlite:///mimax.db"
+DB_HELP = f"database URL (default $MIMAX_DB, then {DEFAULT_URL})"  # every --db option
 MIGRATIONS = Path(__file__).parent / "study" / "migrations"
 VERSION_TABLE = "mimax_alembic_version"  # Optuna owns alembic_version
 SQLITE_BUSY_MS = 30_000

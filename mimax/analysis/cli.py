@@ -9,7 +9,7 @@ from pathlib import Path
 from mimax.analysis.load import AnalysisError
 from mimax.analysis.tables import isnan, level_text
 from mimax.contract import json_safe
-from mimax.db import choose_url
+from mimax.db import DB_HELP, choose_url
 
 __all__ = ["analyze", "register", "summary"]
 
@@ -20,7 +20,7 @@ MAX_CONFIG_LINES = 40  # the text summary; configurations.csv has them all
 def _stat_options(p: argparse.ArgumentParser) -> None:
     from mimax.analysis.claims.cli import at_least
 
-    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--how", choices=["last", "best"], default="last",
                    help="a trial's final value: its last evaluation, or its best by probe accuracy")
     p.add_argument("--n-boot", type=at_least(0), default=2000, metavar="N", help="bootstrap resamples for CIs")
@@ -40,7 +40,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="a study's trials and evaluations as tidy tables")
     p.add_argument("name", help="study name")
-    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--out", metavar="DIR", required=True)
     p.set_defaults(func=_export)

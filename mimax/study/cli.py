@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import datetime
 
-from mimax.db import TERMINAL, choose_url
+from mimax.db import DB_HELP, TERMINAL, choose_url
 
 
 def _pack(text: str) -> int | str:
@@ -34,7 +34,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    db.add_argument("--db", help=DB_HELP)
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true")
 

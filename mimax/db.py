@@ -33,8 +33,9 @@ from mimax.errors import ConfigError
 from mimax.study.models import Base, Environment, Evaluation, Study, Trial
 
 __all__ = [
-    "DEFAULT_URL", "STATES", "STUDY_STATUSES", "TERMINAL", "Base", "Database", "DatabaseError", "Environment",
-    "Evaluation", "Study", "Trial", "UnknownStudy", "check_study_name", "choose_url", "first_line", "head_revision",
+    "DB_HELP", "DEFAULT_URL", "STATES", "STUDY_STATUSES", "TERMINAL", "Base", "Database", "DatabaseError",
+    "Environment", "Evaluation", "Study", "Trial", "UnknownStudy", "check_study_name", "choose_url", "first_line",
+    "head_revision",
 ]
 
 STUDY_STATUSES = ("running", "completed", "interrupted", "failed")
@@ -42,6 +43,7 @@ TERMINAL = ("completed", "pruned", "failed", "diverged")  # the states a trial e
 STATES = ("pending", "running", *TERMINAL)
 
 DEFAULT_URL = "sqlite:///mimax.db"
+DB_HELP = f"database URL (default $MIMAX_DB, then {DEFAULT_URL})"  # every --db option
 MIGRATIONS = Path(__file__).parent / "study" / "migrations"
 VERSION_TABLE = "mimax_alembic_version"  # Optuna owns alembic_version
 SQLITE_BUSY_MS = 30_000
@@ -194,14 +196,19 @@ class Database:
     def _pg_args(self) -> dict:
         return {"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "mimax"}
 
+    def _engine_kwargs(self) -> dict:
+        """A read-write engine's arguments, mimax's and Optuna's."""
+        if self.dialect == "sqlite":
+            return {"connect_args": {"timeout": SQLITE_BUSY_MS / 1000}}
+        return {"pool_pre_ping": True, "connect_args": self._pg_args()}
+
     def engine(self) -> sa.Engine:
         """A pooled read-write engine (see the module docstring for SQLite's transactions)."""
+        engine = sa.create_engine(self.parsed, **self._engine_kwargs())
         if self.dialect == "sqlite":
-            engine = sa.create_engine(self.parsed, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
             event.listen(engine, "connect", _on_sqlite_connect)
             event.listen(engine, "begin", _on_sqlite_begin)
-            return engine
-        return sa.create_engine(self.parsed, pool_pre_ping=True, connect_args=self._pg_args())
+        return engine
 
     def _readonly_kwargs(self) -> dict:
         if self.dialect == "sqlite":
@@ -225,11 +232,7 @@ class Database:
                 url = "sqlite+pysqlite://" if self.dialect == "sqlite" else self.url
                 return optuna.storages.RDBStorage(url, engine_kwargs=self._readonly_kwargs(),
                                                   skip_compatibility_check=True, skip_table_creation=True)
-            if self.dialect == "sqlite":
-                kwargs = {"connect_args": {"timeout": SQLITE_BUSY_MS / 1000}}
-            else:
-                kwargs = {"pool_pre_ping": True, "connect_args": self._pg_args()}
-            return optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+            return optuna.storages.RDBStorage(self.url, engine_kwargs=self._engine_kwargs())
         except sa_exc.DBAPIError as e:
             raise self.error(f"Optuna storage in {self.shown}", e) from e
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from mimax.analysis.load import AnalysisError
+from mimax.analysis.tables import isnan, level_text
 from mimax.contract import json_safe
-from mimax.db import choose_url
+from mimax.db import DB_HELP, choose_url
 
 __all__ = ["analyze", "register", "summary"]
 
@@ -20,7 +20,7 @@ MAX_CONFIG_LINES = 40  # the text summary; configurations.csv has them all
 def _stat_options(p: argparse.ArgumentParser) -> None:
     from mimax.analysis.claims.cli import at_least
 
-    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--how", choices=["last", "best"], default="last",
                    help="a trial's final value: its last evaluation, or its best by probe accuracy")
     p.add_argument("--n-boot", type=at_least(0), default=2000, metavar="N", help="bootstrap resamples for CIs")
@@ -40,7 +40,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="a study's trials and evaluations as tidy tables")
     p.add_argument("name", help="study name")
-    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--out", metavar="DIR", required=True)
     p.set_defaults(func=_export)
@@ -91,15 +91,11 @@ def summary(data, effects, correlations) -> dict:
         per_level: dict = {}
         for level in rows["level"].drop_duplicates():
             at = rows[rows["level"] == level].set_index("metric")
-            acc = at.loc["probe_accuracy"] if "probe_accuracy" in at.index else None
-            bound = at.loc["bound_test"] if "bound_test" in at.index else None
-            n = acc["n"] if acc is not None else (bound["n"] if bound is not None else 0)
-            per_level[str(level)] = {
-                "accuracy_mean": None if acc is None else acc["mean"],
-                "accuracy_sd": None if acc is None else acc["sd"],
-                "bound_mean": None if bound is None else bound["mean"],
-                "n": int(n),
-            }
+            get = lambda metric, col: at.at[metric, col] if metric in at.index else None  # noqa: E731
+            n = get("probe_accuracy", "n") if "probe_accuracy" in at.index else get("bound_test", "n")
+            per_level[str(level)] = {"accuracy_mean": get("probe_accuracy", "mean"),
+                                     "accuracy_sd": get("probe_accuracy", "sd"),
+                                     "bound_mean": get("bound_test", "mean"), "n": int(n or 0)}
         factors[factor] = per_level
     overall = correlations[correlations["stratum"] == "all"]
     corr = {"spearman": None, "kendall": None, "ci_low": None, "ci_high": None, "n": 0}
@@ -145,20 +141,33 @@ def analyze(data, db_url: str, *, how: str = "last", n_boot: int = 2000, seed: i
     return results
 
 
-def write_tables(data, results: dict, out: Path) -> dict[str, Path]:
+def _tidy_frames(data, how: str = "last") -> dict:
     from mimax.analysis.load import final
 
+    return {"trials": data.trials, "evaluations": data.evaluations, "final": final(data, how)}
+
+
+def _write_frames(frames: dict, out: Path, fmt: str = "csv") -> dict[str, Path]:
+    """Each frame as ``out/<key>.<fmt>`` (csv or parquet)."""
     out.mkdir(parents=True, exist_ok=True)
-    frames = {"trials": data.trials, "evaluations": data.evaluations,
-              "final": final(data, results["summary"].get("how", "last"))}
-    frames.update({k: results[k] for k in TABLES})
-    paths = {}
+    paths = {key: out / f"{key}.{fmt}" for key in frames}
     for key, frame in frames.items():
-        paths[key] = out / f"{key}.csv"
-        frame.to_csv(paths[key], index=False)
-    paths["summary"] = out / "summary.json"
-    paths["summary"].write_text(json.dumps(_plain({**results["summary"], "importance": results["importance"]}),
-                                           indent=2, allow_nan=False) + "\n")
+        if fmt == "csv":
+            frame.to_csv(paths[key], index=False)
+        else:
+            _arrow_safe(frame).to_parquet(paths[key], index=False)
+    return paths
+
+
+def _write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def write_tables(data, results: dict, out: Path) -> dict[str, Path]:
+    frames = _tidy_frames(data, results["summary"].get("how", "last")) | {k: results[k] for k in TABLES}
+    paths = _write_frames(frames, out)
+    paths["summary"] = _write_json(out / "summary.json", {**results["summary"], "importance": results["importance"]})
     return paths
 
 
@@ -201,7 +210,7 @@ def _analyze(args) -> int:
 
 
 def _fmt(x, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+    return "–" if isnan(x) else f"{x:.{digits}f}"
 
 
 def _config_lines(rows: list[dict]) -> list[str]:
@@ -222,9 +231,7 @@ def _config_lines(rows: list[dict]) -> list[str]:
 
 
 def _level(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return "–" if isnan(value) else level_text(value)
 
 
 def _print_summary(s: dict, imp: dict) -> None:
@@ -261,32 +268,21 @@ def _arrow_safe(frame):
     out = frame.copy()
     for col in out.columns:
         if out[col].dtype == object:
-            kinds = {type(v) for v in out[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+            kinds = {type(v) for v in out[col] if not isnan(v)}
             if len(kinds) > 1:
                 out[col] = out[col].map(lambda v: None if v is None else str(v))
     return out
 
 
 def _export(args) -> int:
-    from mimax.analysis.load import final, load
+    from mimax.analysis.load import load
 
     data = load(choose_url(args.db), args.name)
-    frames = {"trials": data.trials, "evaluations": data.evaluations, "final": final(data)}
     out = Path(args.out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for key, frame in frames.items():
-            path = out / f"{key}.{args.format}"
-            if args.format == "csv":
-                frame.to_csv(path, index=False)
-            else:
-                _arrow_safe(frame).to_parquet(path, index=False)
-            written.append(path)
-        study = out / "study.json"
-        study.write_text(json.dumps(_plain({**data.study, "factors": data.factors, "environment": data.environment}),
-                                    indent=2, allow_nan=False, default=str) + "\n")
-        written.append(study)
+        written = list(_write_frames(_tidy_frames(data), out, args.format).values())
+        written.append(_write_json(out / "study.json",
+                                   {**data.study, "factors": data.factors, "environment": data.environment}))
     except OSError as e:
         raise AnalysisError(f"cannot write to {out}: {e.strerror or e}") from None
     for path in written:

@@ -21,6 +21,7 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from mimax.analysis.stats import completed_finals
+from mimax.analysis.tables import isnan, level_text
 from mimax.contract import LOG_COND, mode_metrics
 
 __all__ = [
@@ -63,13 +64,6 @@ STYLE = {
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
-def level_text(value) -> str:
-    """A factor level as shown in labels: floats in their shortest form (1e-4 -> "0.0001")."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def config_labels(data) -> dict[str, str]:
     """config_id -> a legend label from the study's factor levels ("bilinear · nce", "lr=0.0001").
 
@@ -85,7 +79,7 @@ def config_labels(data) -> dict[str, str]:
         parts = []
         for f in factors:
             v = row[f]
-            if v is None or (isinstance(v, float) and math.isnan(v)):
+            if isnan(v):
                 continue
             parts.append(level_text(v) if "." not in f else f"{f.rsplit('.', 1)[1]}={level_text(v)}")
         labels[str(cid)] = " · ".join(parts) or str(cid)

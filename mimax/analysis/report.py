@@ -56,6 +56,7 @@ METRIC_WORDS = {
     "bound_test": "test bound",
     "bound_train": "train bound",
 }
+_word = lambda metric: METRIC_WORDS.get(metric, metric)  # noqa: E731
 PROSE_METRICS = ("probe_accuracy", "bound_test")  # findings in words; every metric is in the tables
 ENV_COLUMNS = tuple(c for c in Environment.__table__.c.keys() if c not in ("id", "study_id", "extra"))
 
@@ -86,12 +87,9 @@ pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:.82em}
 # ---- formatting ------------------------------------------------------------------------------------
 
 
-def _signed(x: float, digits: int = 3) -> str:
-    return f"{x:+.{digits}f}".replace("-", "−")
-
-
-def _fixed(x: float, digits: int = 3) -> str:
-    return f"{x:.{digits}f}".replace("-", "−")
+def _fixed(x: float, digits: int = 3, sign: str = "") -> str:
+    """``sign="+"``: a difference, signed either way."""
+    return f"{x:{sign}.{digits}f}".replace("-", "−")
 
 
 def _bound(x: float) -> str:
@@ -107,7 +105,7 @@ def _best_level_findings(effects: pd.DataFrame, pairwise: pd.DataFrame, metric: 
     out = []
     if effects is None or effects.empty or metric not in set(effects["metric"]):
         return out
-    word = METRIC_WORDS.get(metric, metric)
+    word = _word(metric)
     for factor, rows in effects[effects["metric"] == metric].groupby("factor", sort=False):
         rows = rows.dropna(subset=["mean"])
         if len(rows) < 2:
@@ -128,12 +126,12 @@ def _best_level_findings(effects: pd.DataFrame, pairwise: pd.DataFrame, metric: 
                     continue
                 if isnan(d):
                     continue
+                diff = f"{F.level_text(best['level'])} − {F.level_text(other)} = {_fixed(d, sign='+')}"
                 if isnan(lo) or isnan(hi):
-                    parts.append(f"{F.level_text(best['level'])} − {F.level_text(other)} = {_signed(d)} (no CI)")
+                    parts.append(f"{diff} (no CI)")
                     continue
                 verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0: no clear difference"
-                parts.append(f"{F.level_text(best['level'])} − {F.level_text(other)} = {_signed(d)} "
-                             f"[{_bound(lo)}, {_bound(hi)}] (95% bootstrap CI, {verdict})")
+                parts.append(f"{diff} [{_bound(lo)}, {_bound(hi)}] (95% bootstrap CI, {verdict})")
         out.append("; ".join([text, *parts]))
     return out
 
@@ -145,11 +143,10 @@ def _correlation_finding(corr: pd.DataFrame) -> list[str]:
     rows = corr[corr["stratum"] == "all"]
     for _, r in rows.iterrows():
         rho, lo, hi, n = r["spearman"], r["ci_low"], r["ci_high"], r["n"]
+        x, y = _word(r["x"]), _word(r["y"])
         if isnan(rho):
-            out.append(f"No correlation of final {METRIC_WORDS.get(r['x'], r['x'])} and "
-                       f"{METRIC_WORDS.get(r['y'], r['y'])} could be computed (n={int(n)}).")
+            out.append(f"No correlation of final {x} and {y} could be computed (n={int(n)}).")
             continue
-        x, y = METRIC_WORDS.get(r["x"], r["x"]), METRIC_WORDS.get(r["y"], r["y"])
         ci = "" if isnan(lo) else f" [{_fixed(lo, 2)}, {_fixed(hi, 2)}]"
         if isnan(lo) or lo <= 0 <= hi:
             lead = f"Higher final {x} does not predict higher {y}"
@@ -204,7 +201,7 @@ def _anova_findings(anova: pd.DataFrame) -> list[str]:
     out = []
     one = anova[(anova["test"] == "one-way") & anova["eta2"].notna()]
     for _, r in one.sort_values("eta2", ascending=False).iterrows():
-        word = METRIC_WORDS.get(r["metric"], r["metric"])
+        word = _word(r["metric"])
         out.append(f"{r['factor']} accounts for {100 * r['eta2']:.0f}% of the variance of final {word} "
                    f"(one-way ANOVA: η² = {_fixed(r['eta2'])}, F = {num(r['F'], '.3g')}, "
                    f"p = {num(r['p'], '.2g')}, {int(r['levels'])} levels, n={int(r['n'])}).")
@@ -233,7 +230,7 @@ def _calibration_findings(table: pd.DataFrame | None) -> list[str]:
     by = by.sort_values("mse")
     name = lambda k: " · ".join(F.level_text(v) for v in (k if isinstance(k, tuple) else (k,)))  # noqa: E731
     text = "Calibration (final test estimate vs true MI, mean over the true-MI values): " + "; ".join(
-        f"{name(k)}: MSE {num(r['mse'], '.3g')} nats², bias {_signed(r['bias'])} nats"
+        f"{name(k)}: MSE {num(r['mse'], '.3g')} nats², bias {_fixed(r['bias'], sign='+')} nats"
         for k, r in by.iterrows())
     return [text + "."]
 

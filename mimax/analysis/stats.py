@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from mimax.analysis.load import SHORT_FACTORS, StudyData, final
+from mimax.analysis.tables import isnan
 
 __all__ = ["anova", "compare", "completed_finals", "configurations", "correlations", "effect_tables", "effects",
            "factor_levels", "final_metrics", "pairwise"]
@@ -223,14 +224,10 @@ def config_columns(data: StudyData, frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
 def _sorted_keys(keys: list[tuple]) -> list[tuple]:
     """Level tuples in order, missing values last; mixed types (a number and a string) by their text."""
     def key(k, text=False):
-        return tuple((_missing(v), "" if _missing(v) else (str(v) if text else v)) for v in k)
+        return tuple((isnan(v), "" if isnan(v) else (str(v) if text else v)) for v in k)
 
     try:
         return sorted(keys, key=key)
@@ -253,7 +250,7 @@ def configurations(data: StudyData, how: str = "last", n_boot: int = 2000, seed:
     values = fin[metrics].to_numpy(dtype=float) if metrics else np.empty((len(fin), 0))
     groups: dict[tuple, list[int]] = {}
     for pos, row in enumerate(fin[cols].itertuples(index=False, name=None)):
-        groups.setdefault(tuple(None if _missing(v) else v for v in row), []).append(pos)
+        groups.setdefault(tuple(None if isnan(v) else v for v in row), []).append(pos)
     rng = np.random.default_rng(seed)
     rows = []
     for key in _sorted_keys(list(groups)):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["html_table", "isnan", "md_escape", "md_table", "num"]
+__all__ = ["html_table", "isnan", "level_text", "md_escape", "md_table", "num"]
 
 
 def isnan(x) -> bool:
@@ -18,6 +18,13 @@ def isnan(x) -> bool:
         return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x)) or x is pd.NA
     except TypeError:
         return False
+
+
+def level_text(value) -> str:
+    """A factor level as shown in labels: floats in their shortest form (1e-4 -> "0.0001")."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def num(x, fmt: str | None = None) -> str:

@@ -67,26 +67,13 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def show_record(space: Space, configs: list[dict] | None) -> dict:
-    """The ``show --json`` object: name, sampler, n_configs, seeds, configs (null unless enumerable) and more."""
+    """The ``show --json`` object: ``Space.to_dict()`` (the sampler as its name, sampler_seed and
+    sampler_options), with n_configs, configs (null unless enumerable), budgets, source and fingerprint."""
     d = space.to_dict()
-    return {
-        "name": space.name,
-        "sampler": space.sampler.name,
-        "n_configs": space.n_configs,
-        "seeds": space.seeds,
-        "configs": configs,
-        "description": space.description,
-        "budget": space.budget,
-        "budgets": list(space.spec.budgets),
-        "source": space.source,
-        "sampler_seed": space.sampler.seed,
-        "sampler_options": dict(space.sampler.options),
-        "objectives": d["objectives"],
-        "trials": space.trials,
-        "params": d["params"],
-        "base": d["base"],
-        "fingerprint": space.fingerprint(),
-    }
+    sampler = d.pop("sampler")
+    return {**d, "sampler": sampler["name"], "sampler_seed": sampler["seed"], "sampler_options": sampler["options"],
+            "n_configs": space.n_configs, "configs": configs, "budgets": list(space.spec.budgets),
+            "source": space.source, "fingerprint": space.fingerprint()}
 
 
 def validate_command(args: argparse.Namespace) -> int:

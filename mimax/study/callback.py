@@ -6,7 +6,6 @@ import logging
 import queue
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,12 @@ from sqlalchemy import exc as sa_exc
 
 from mimax.contract import TRIAL_FLOATS, EvalRecord, PackResult
 from mimax.db import DatabaseError
+from mimax.study.models import utcnow
 from mimax.study.outcome import final_state
 from mimax.trainables.tune_adapter import read_meta, records_of
 
 log = logging.getLogger(__name__)
 OUTAGE_S = 300.0  # how long the writer keeps writing again into an unreachable database before it gives up
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class StoreWriter:
@@ -155,7 +151,7 @@ class StoreCallback(tune.Callback):
                                   "replayed": bool(result.get("replayed"))}
             fields: dict[str, Any] = {"last_step": rec.get("step"), "node": node, **once}
             if rec.get("event") == "diverged":
-                fields.update(state="diverged", ended_at=now(), error=rec.get("reason"))
+                fields.update(state="diverged", ended_at=utcnow(), error=rec.get("reason"))
                 self.ended.add(key)
             self.last[key] = rec
             self.writer.put("eval", {"trial_key": key, "step": int(rec["step"]), "record": record, "trial": fields})
@@ -186,7 +182,7 @@ class StoreCallback(tune.Callback):
             if key in self.ended:
                 continue
             state = final_state(self.last.get(key), steps, error=False)
-            self.writer.put("trial", (key, {"state": state, "ended_at": now()}))
+            self.writer.put("trial", (key, {"state": state, "ended_at": utcnow()}))
             if self.progress:
                 self.progress.on_end(trial, state)
 
@@ -202,7 +198,7 @@ class StoreCallback(tune.Callback):
                         trial.config["pack_key"], error.strip().splitlines()[-1][:200])
             self._put_members(trial, {"state": "pending"}, keys)
             return
-        self._put_members(trial, {"state": "failed", "ended_at": now(), "error": error}, keys)
+        self._put_members(trial, {"state": "failed", "ended_at": utcnow(), "error": error}, keys)
         if self.progress:
             for _ in keys:
                 self.progress.on_end(trial, "failed")

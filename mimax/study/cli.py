@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import datetime
 
-from mimax.db import TERMINAL, choose_url
+from mimax.db import DB_HELP, TERMINAL, choose_url
 
 
 def _pack(text: str) -> int | str:
@@ -33,37 +33,33 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("launch", help="launch a study of a search space on Ray Tune")
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", help=DB_HELP)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("launch", parents=[db], help="launch a study of a search space on Ray Tune")
     p.add_argument("space", help="preset name or space YAML file")
     p.add_argument("--name", required=True, help="study name (unique in the database)")
     p.add_argument("--budget", help="smoke, cpu, paper, or another budget of the space")
-    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
     _run_options(p)
     p.set_defaults(func=_launch)
 
-    p = sub.add_parser("resume", help="finish (or extend) a study after a crash or an interruption")
+    p = sub.add_parser("resume", parents=[db], help="finish (or extend) a study after a crash or an interruption")
     p.add_argument("name")
-    p.add_argument("--db")
     p.add_argument("--add-trials", type=int, default=0, metavar="N", help="run N more configurations")
     _run_options(p)
     p.set_defaults(func=_resume)
 
-    p = sub.add_parser("status", help="progress, counts per state, best so far, ETA")
+    p = sub.add_parser("status", parents=[db, as_json], help="progress, counts per state, best so far, ETA")
     p.add_argument("name")
-    p.add_argument("--db")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=_status)
 
     p = sub.add_parser("db", help="database maintenance")
     dbsub = p.add_subparsers(dest="db_command", required=True)
-    up = dbsub.add_parser("upgrade", help="migrate the mimax tables of a database to this version's schema")
-    up.add_argument("--db")
-    up.set_defaults(func=_db_upgrade)
-
-    p = sub.add_parser("list", help="the studies in a database")
-    p.add_argument("--db")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_list)
+    dbsub.add_parser("upgrade", parents=[db], help="migrate the mimax tables of a database to this version's "
+                     "schema").set_defaults(func=_db_upgrade)
+    sub.add_parser("list", parents=[db, as_json], help="the studies in a database").set_defaults(func=_list)
 
 
 def _opts(args):
@@ -87,17 +83,15 @@ def _finish(summary: dict, quiet: bool) -> int:
 def _launch(args) -> int:
     from mimax.study.engine import launch
 
-    summary = launch(args.space, args.name, budget=args.budget, db=args.db, results_dir=args.results_dir,
-                     opts=_opts(args))
-    return _finish(summary, args.quiet)
+    return _finish(launch(args.space, args.name, budget=args.budget, db=args.db, results_dir=args.results_dir,
+                          opts=_opts(args)), args.quiet)
 
 
 def _resume(args) -> int:
     from mimax.study.engine import resume
 
-    summary = resume(args.name, db=args.db, add_trials=args.add_trials, results_dir=args.results_dir,
-                     opts=_opts(args))
-    return _finish(summary, args.quiet)
+    return _finish(resume(args.name, db=args.db, add_trials=args.add_trials, results_dir=args.results_dir,
+                          opts=_opts(args)), args.quiet)
 
 
 SHOWN_STATES = ("completed", "running", "pending", "pruned", "failed", "diverged")

@@ -9,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from typing import Callable
 
+from mimax.db import first_line
 from mimax.errors import ConfigError
 
 
@@ -98,7 +99,7 @@ def connect(address: str | None, scrub: Callable[[str], str] | None = None) -> d
         except ConnectionError as exc:
             hint = " (a head with token authentication needs RAY_AUTH_MODE=token and its token)" \
                 if "auth" in str(exc).lower() or os.environ.get("RAY_AUTH_MODE") != "token" else ""
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ConfigError("--address", f"the Ray cluster at {address} refused this driver: {first}{hint}") from None
     else:
         ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)

@@ -17,7 +17,6 @@ import logging
 import re
 import warnings
 from collections import defaultdict, deque
-from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
@@ -36,10 +35,6 @@ MAX_RETRIES = 2  # runs again of an interrupted pack in one session, before it c
 
 def trial_key(number: int, seed: int) -> str:
     return f"c{number:04d}-s{seed}"
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class StudySearcher(Searcher):

@@ -4,6 +4,7 @@ Registering the command imports no torch: that waits until a trial runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -68,22 +69,16 @@ def train_command(args) -> int:
     start = trainer.start_record()
     t0 = time.perf_counter()
     records = []
-
-    def checkpoint():
-        if args.checkpoint:
-            tmp = args.checkpoint + ".tmp"
-            trainer.save(tmp)
-            os.replace(tmp, args.checkpoint)  # never leave a half-written checkpoint
-
     if args.json:
         emit_json(start)
+    with contextlib.nullcontext(emit_json) if args.json else _progress(trainer, start) as show:
         for (rec,) in trainer.run():
             records.append(rec)
-            emit_json(rec)
-            if rec["event"] == "eval":  # never checkpoint the weights of a diverged run
-                checkpoint()
-    else:
-        records = _run_with_progress(trainer, start, checkpoint)
+            show(rec)
+            if rec["event"] == "eval" and args.checkpoint:  # never checkpoint the weights of a diverged run
+                tmp = args.checkpoint + ".tmp"
+                trainer.save(tmp)
+                os.replace(tmp, args.checkpoint)  # never leave a half-written checkpoint
     end = {
         "event": "end",
         "step": trainer.step,
@@ -98,7 +93,9 @@ def train_command(args) -> int:
     return 0
 
 
-def _run_with_progress(trainer, start, checkpoint):
+@contextlib.contextmanager
+def _progress(trainer, start):
+    """A progress bar on stderr; yields what to call with each record."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -109,19 +106,16 @@ def _run_with_progress(trainer, start, checkpoint):
         f"{cfg.estimator['name'] if cfg.estimator else cfg.train.mode} on {cfg.data['name']} "
         f"({start['device']}); parameters {start['params']}"
     )
-    records = []
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}")]
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("steps", total=cfg.train.steps, completed=trainer.step, last="")
-        runner = trainer.run()
-        for (rec,) in runner:
-            records.append(rec)
+
+        def show(rec):
             last = f"bound {_fmt(rec.get('bound_train'))} acc {_fmt(rec.get('probe_accuracy'))}"
             progress.update(task, completed=trainer.step, last=last)
-            if rec["event"] == "eval":
-                checkpoint()
-    return records
+
+        yield show
 
 
 def _summary(start, records, end):

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from mimax.analysis.load import AnalysisError
+from mimax.db import DB_HELP
 
 __all__ = ["N_BOOT", "at_least", "register", "run", "verify_command"]
 
@@ -29,7 +30,7 @@ def at_least(minimum: int):
 def register(sub) -> None:
     p = sub.add_parser("verify", help="test a claims file's findings against a study database")
     p.add_argument("claims", metavar="CLAIMS", help="claims file (YAML), or a shipped one by name: paper")
-    p.add_argument("--db", help="database URL (default $MIMAX_DB, then sqlite:///mimax.db)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", metavar="DIR", help="also write verdicts.json and verdicts.md into DIR")
     p.add_argument("--budget", help="budget of the claims that name a preset but no budget: they read the study "

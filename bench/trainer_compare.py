@@ -146,7 +146,7 @@ def worker(kind: str, threads: int) -> None:
 
 class Variant:
     def __init__(self, name: str, kind: str, path: Path, request: dict, threads: int):
-        env = dict(os.environ, PYTHONPATH=str(path), MIMAX_DATA=str(ROOT / "data"), OMP_NUM_THREADS=str(threads))
+        env = dict(os.environ, PYTHONPATH=str(path), MIMAX_DATA=str(ROOT / "mimax" / "trainables" / "data"), OMP_NUM_THREADS=str(threads))
         env.pop("PYTEST_XDIST_WORKER", None)
         self.name, self.request, self.results = name, request, []
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", kind, "--threads", str(threads)],

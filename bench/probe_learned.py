@@ -51,8 +51,10 @@ OUT = ROOT / "docs" / "diagnostics" / "probe-learned.jsonl"
 TITLE = "Linear probes on learned features"
 
 
-def train_features(encoder: str, critic: str, estimator: str, init: str, steps: int, seed: int, adam: str = "tf1"):
-    """g1's features (train, train labels, test, test labels) after ``steps`` steps, and the last record.
+def train_features(encoder: str, critic: str, estimator: str, init: str, steps: int, seed: int, adam: str = "tf1",
+                   train_size: int | None = None):
+    """g1's features (the first ``train_size`` training images, their labels, test, test labels) after
+    ``steps`` steps, and the last record.
 
     The trainer is mimax's own (``loop.Trainer``) with the paper's protocol as config keys: ``init`` and
     ``train.adam``; the encoder, critic and estimator take their defaults (the paper's sizes).
@@ -68,6 +70,7 @@ def train_features(encoder: str, critic: str, estimator: str, init: str, steps: 
     for records in trainer.run():
         last = records[0] or last
     x_tr, y_tr, x_te, y_te = trainer.data.probe_data(torch.Generator().manual_seed(0))
+    x_tr, y_tr = x_tr[:train_size], y_tr[:train_size]
     return (trainer.features([x_tr])[0], y_tr, trainer.features([x_te])[0], y_te), last
 
 
@@ -208,9 +211,7 @@ def main() -> None:
                         load = os.getloadavg()[0]
                         t = time.perf_counter()
                         arrays, last = train_features(encoder, critic, estimator, init, steps, args.seed,
-                                                      args.adam)
-                        n = args.train_size
-                        arrays = (arrays[0][:n], arrays[1][:n], *arrays[2:])
+                                                      args.adam, args.train_size)
                         train_s = time.perf_counter() - t
                         row = {"encoder": encoder, "critic": critic, "estimator": estimator, "init": init,
                                "adam": args.adam, "steps": steps,

@@ -110,7 +110,8 @@ def layer_stats(g1, opt, before: dict[str, torch.Tensor] | None, lr: float) -> d
                 "frac_sqrt_v_above_eps": float((v.sqrt() > EPS).double().mean()),
                 "sqrt_vhat_rms": float(v_hat.mean().sqrt()),
                 "step_rms": float((m_hat / (v_hat.sqrt() + group["eps"])).pow(2).mean().sqrt()),
-                "step_no_eps_rms": float((m_hat / v_hat.sqrt().clamp_min(1e-300)).pow(2).mean().sqrt()),
+                # where v is non-zero (float32 underflows it for the smallest gradients)
+                "step_no_eps_rms": float((m_hat / v_hat.sqrt())[v > 0].pow(2).mean().sqrt()),
             })
         if before is not None:
             d = torch.cat([(params[n].detach() - before[n]).flatten() for n in names]).double()

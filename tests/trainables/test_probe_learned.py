@@ -3,7 +3,7 @@
 Each case trains a (small) encoder of one family briefly under the paper's protocol (init tf, TF1's Adam)
 and compares the test accuracy of the ``torch`` probe at the presets' settings (max_iter 100) with the
 optimum of the same objective found independently: scikit-learn's Newton solver (newton-cg, tol 1e-8) in
-float64 on MinMax-scaled features. Short training keeps the test to about a minute; bench/probe_learned.py
+float64 on MinMax-scaled features. Training is short and the encoders small; bench/probe_learned.py
 does the same at the paper's sizes and steps (docs/PERFORMANCE.md). The probes fit the first N_TRAIN
 training images, so that the oracle on 392-wide features stays a few seconds.
 """

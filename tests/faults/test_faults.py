@@ -25,6 +25,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from harness import Host
 from mimax.study.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
@@ -205,8 +206,9 @@ def test_d_driver_killed_while_the_database_is_down(cluster, postgres, database,
            resume_to_progress_s=round((progress - resume_at).total_seconds(), 1), resume_s=round(resume_s, 1))
 
 
-def test_a_worker_host_dies_mid_trial(cluster, database, tmp_path, record_property):
-    name = "a-host"
+def break_a_worker(cluster, database: str, tmp_path: Path, name: str, fault) -> tuple:
+    """Launch a study, and once a worker host runs a replicate mid-trial, apply ``fault(host)`` to that
+    host; the study must then complete on its own. Returns (view before, victims, fault time, host, fault's value)."""
     driver = Driver(cluster, tmp_path, "launch", SPACE, "--name", name, "--db", database)
     ips = {w.ip: w for w in cluster.workers}
     try:
@@ -214,32 +216,30 @@ def test_a_worker_host_dies_mid_trial(cluster, database, tmp_path, record_proper
         host, victims = running_on(before, ips, victims[0])
         fault_at = now()
         cluster.broken.add(host.ns)
-        killed = host.kill()
+        value = fault(host)
         assert driver.wait() == 0, driver.output()[-3000:]
     finally:
         driver.kill()
-    figures = check_study(database, name, before, victims, fault_at)
-    trials, _ = read(database, name)
+    return before, victims, fault_at, host, value
+
+
+def test_a_worker_host_dies_mid_trial(cluster, database, tmp_path, record_property):
+    before, victims, fault_at, host, killed = break_a_worker(cluster, database, tmp_path, "a-host", Host.kill)
+    figures = check_study(database, "a-host", before, victims, fault_at)
+    trials, _ = read(database, "a-host")
     assert all(host_of(trials[k]) != host.ip for k in victims), "victims finished on the dead host"
     report(record_property, "(a) worker host killed", figures, processes_killed=killed)
 
 
-def test_b_worker_link_down_25s(cluster, database, tmp_path, record_property):
-    name = "b-link"
-    driver = Driver(cluster, tmp_path, "launch", SPACE, "--name", name, "--db", database)
-    ips = {w.ip: w for w in cluster.workers}
+def cut_link(host: Host, seconds: float = 25) -> None:
+    host.link(up=False)
     try:
-        before, victims = wait_for(mid_trial(database, name, on=set(ips)), driver)
-        host, victims = running_on(before, ips, victims[0])
-        fault_at = now()
-        cluster.broken.add(host.ns)
-        host.link(up=False)
-        try:
-            time.sleep(25)  # the fault itself: the link stays down this long, whatever happens meanwhile
-        finally:
-            host.link(up=True)
-        assert driver.wait() == 0, driver.output()[-3000:]
+        time.sleep(seconds)  # the fault itself: the link stays down this long, whatever happens meanwhile
     finally:
-        driver.kill()
-    figures = check_study(database, name, before, victims, fault_at)
+        host.link(up=True)
+
+
+def test_b_worker_link_down_25s(cluster, database, tmp_path, record_property):
+    before, victims, fault_at, _, _ = break_a_worker(cluster, database, tmp_path, "b-link", cut_link)
+    figures = check_study(database, "b-link", before, victims, fault_at)
     report(record_property, "(b) worker link down 25 s", figures)

@@ -159,8 +159,14 @@ class Postgres:
         if sh("pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, "status", check=False).returncode:
             self.start()
 
-    def restart(self) -> None:
-        self._ctl("restart", "-m", "fast")
+    def restart(self, down_s: float = 0.0) -> None:
+        """``pg_ctlcluster restart``, or with ``down_s``, a stop and a start that far apart."""
+        if not down_s:
+            self._ctl("restart", "-m", "fast")
+            return
+        self.stop()
+        time.sleep(down_s)
+        self.start()
 
     def psql(self, sql: str) -> str:
         return sh("psql", "-h", self.host, "-p", self.port, "-U", "postgres", "-d", "postgres", "-Atc", sql).stdout
@@ -207,9 +213,7 @@ class RayCluster:
         cluster = cls(head, workers, temp, env)
         try:
             cluster._ray(head, "--head", f"--port={GCS_PORT}", "--num-cpus=1", "--include-dashboard=false")
-            for w in workers:
-                cluster._ray(w, f"--address={cluster.address}", "--num-cpus=1")
-            cluster.wait_nodes(1 + len(workers))
+            cluster._join(workers)
         except BaseException:
             cluster.close()
             raise
@@ -229,9 +233,16 @@ class RayCluster:
         if not head_up:
             self.head.kill()
             self._ray(self.head, "--head", f"--port={GCS_PORT}", "--num-cpus=1", "--include-dashboard=false")
-        for host in lost:
-            self._ray(host, f"--address={self.address}", "--num-cpus=1")
+        self._join(lost)
         self.broken.clear()
+
+    def _join(self, hosts: list[Host]) -> None:
+        """Start a worker node on each of ``hosts`` (at once), and wait until the head sees them all."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            for done in [pool.submit(self._ray, h, f"--address={self.address}", "--num-cpus=1") for h in hosts]:
+                done.result()
         self.wait_nodes(1 + len(self.workers))
 
     @staticmethod

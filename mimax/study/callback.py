@@ -77,9 +77,10 @@ class StoreWriter:
                 down_since = None
             except BaseException as exc:  # keep the thread alive; surface on flush
                 if _connection_lost(exc) and self.error is None:
-                    down_since = down_since or time.monotonic()
-                    if time.monotonic() - down_since < self.outage_s:
+                    if down_since is None:  # once per outage
+                        down_since = time.monotonic()
                         log.warning("the results database is unreachable; writing again: %s", exc)
+                    if time.monotonic() - down_since < self.outage_s:
                         self._stop.wait(min(2.0, self.interval_s * 4))
                         continue
                     exc = DatabaseError(f"the results database was unreachable for {self.outage_s:.0f} s, the "

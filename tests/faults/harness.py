@@ -159,14 +159,30 @@ class Postgres:
         if sh("pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, "status", check=False).returncode:
             self.start()
 
-    def restart(self) -> None:
-        self._ctl("restart", "-m", "fast")
+    def restart(self, down_s: float = 0.0) -> None:
+        """``pg_ctlcluster restart``, or with ``down_s``, a stop and a start that far apart."""
+        if not down_s:
+            self._ctl("restart", "-m", "fast")
+            return
+        self.stop()
+        time.sleep(down_s)
+        self.start()
 
     def psql(self, sql: str) -> str:
         return sh("psql", "-h", self.host, "-p", self.port, "-U", "postgres", "-d", "postgres", "-Atc", sql).stdout
 
     def close(self) -> None:
         sh("pg_dropcluster", "--stop", self.version, self.name, check=False, timeout=120)
+
+
+def _listening(ip: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((ip, port), timeout=3):
+            return True
+    except OSError:
+        return False
 
 
 def _free_port(ip: str) -> int:
@@ -197,26 +213,47 @@ class RayCluster:
         cluster = cls(head, workers, temp, env)
         try:
             cluster._ray(head, "--head", f"--port={GCS_PORT}", "--num-cpus=1", "--include-dashboard=false")
-            for w in workers:
-                cluster._ray(w, f"--address={cluster.address}", "--num-cpus=1")
-            cluster.wait_nodes(1 + len(workers))
+            cluster._join(workers)
         except BaseException:
             cluster.close()
             raise
         return cluster
 
     def revive(self) -> None:
-        """Bring the worker hosts in ``broken`` back as fresh nodes: link up, whatever is left of them
-        killed, Ray started again (a node the head declared dead never rejoins under its old id)."""
-        if not self.broken:
+        """Make the cluster whole again: the worker hosts in ``broken`` (or whose ``raylet`` is gone) come
+        back as fresh nodes, link up, whatever is left of them killed (a node the head declared dead never
+        rejoins under its old id); without a head, every host starts again."""
+        head_up = _listening(self.head.ip, GCS_PORT) and self._has_raylet(self.head)
+        lost = [w for w in self.workers if not head_up or w.ns in self.broken or not self._has_raylet(w)]
+        if not lost:
             return
-        for w in self.workers:
-            if w.ns in self.broken:
-                w.link(up=True)
-                w.kill()
-                self._ray(w, f"--address={self.address}", "--num-cpus=1")
+        for host in lost:
+            host.link(up=True)
+            host.kill()
+        if not head_up:
+            self.head.kill()
+            self._ray(self.head, "--head", f"--port={GCS_PORT}", "--num-cpus=1", "--include-dashboard=false")
+        self._join(lost)
         self.broken.clear()
+
+    def _join(self, hosts: list[Host]) -> None:
+        """Start a worker node on each of ``hosts`` (at once), and wait until the head sees them all."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            for done in [pool.submit(self._ray, h, f"--address={self.address}", "--num-cpus=1") for h in hosts]:
+                done.result()
         self.wait_nodes(1 + len(self.workers))
+
+    @staticmethod
+    def _has_raylet(host: Host) -> bool:
+        for pid in host.pids():
+            try:
+                if b"raylet" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]:
+                    return True
+            except OSError:
+                continue
+        return False
 
     def _ray(self, host: Host, *args) -> None:
         ray = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]

@@ -222,6 +222,9 @@ class FakeWriter:
     def put(self, kind, payload):
         self.puts.append((kind, payload))
 
+    def flush(self):  # StoreCallback.on_checkpoint waits for the database; here everything is "written" at once
+        pass
+
 
 def ray_trial(tmp_path, trial_id: str, config: dict, error: str | None = None):
     error_file = None

@@ -45,8 +45,6 @@ CASES = [
      "params.critic.hidden.int[0]", "expected an integer"),
     ("log with a non-positive bound", lambda r: _p(r)["train.lr"].update(float=[0.0, 1.0e-3]),
      "params.train.lr.float[0]", "a log range needs low > 0"),
-    ("YAML 1.1 number as text", lambda r: _p(r)["train.lr"].update(float=["1e-5", 1.0e-3]),
-     "params.train.lr.float[0]", "write 1.0e-4"),
     ("step not dividing the range", lambda r: _p(r).update({"train.batch_size": {"int": [32, 100], "step": 32}}),
      "params.train.batch_size.step", "not a multiple of step"),
     ("condition on a missing key", lambda r: _p(r)["critic.hidden"].update(when={"critic.nam": "concat"}),

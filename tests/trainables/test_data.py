@@ -266,7 +266,7 @@ def test_cifar10_errors(tmp_path):
         make("cifar10", root=str(tmp_path))
     # The batches are pickles: anything but arrays and lists is refused, not executed.
     (tmp_path / "data_batch_3").write_bytes(pickle.dumps({b"data": print, b"labels": []}, protocol=2))
-    with pytest.raises(ConfigError, match=r"cannot read .*data_batch_3 .*refusing to load (__builtin__|builtins)\."):
+    with pytest.raises(ConfigError, match=r"cannot read .*data_batch_3 .*refusing to load \S+"):
         make("cifar10", root=str(tmp_path))
 
 

@@ -309,14 +309,17 @@ def main() -> None:
     run.stage("dispatches", dispatches)
     short = str(ROOT / "bench" / "spaces" / "fig3-short.yaml")
     cpus = ["--cpus-per-trial", "2"] + (["--budget", "rehearse"] if REHEARSE else [])
-    gpus = [] if not DEVICE.startswith("cuda") else ["--gpus-per-trial"]
+
+    def gpus(share: str) -> list[str]:  # no GPU resource to ask Ray for in a CPU rehearsal
+        return ["--gpus-per-trial", share] if DEVICE.startswith("cuda") else []
+
     paper = str(ROOT / "bench" / "spaces" / "fig3-paper-gpu.yaml")
     run.stage("fig3_paper_packed", launch, paper, "fig3-paper", args.e2e_limit,
-              "--pack", "auto", *gpus, *(["0.16"] if gpus else []), *cpus)
+              "--pack", "auto", *gpus("0.16"), *cpus)
     run.stage("short_packed", launch, short, "short-packed", args.short_limit,
-              "--pack", "auto", *gpus, *(["0.16"] if gpus else []), *cpus)
+              "--pack", "auto", *gpus("0.16"), *cpus)
     run.stage("short_unpacked", launch, short, "short-unpacked", args.short_limit,
-              "--pack", "1", *gpus, *(["0.125"] if gpus else []), *cpus)
+              "--pack", "1", *gpus("0.125"), *cpus)
     run.close()
 
 

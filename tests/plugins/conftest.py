@@ -1,21 +1,31 @@
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from example_plugin import EXAMPLE, on_pythonpath
+
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS / "study"))  # engine_helpers: the real command line and the database it leaves
 
-EXAMPLE = TESTS.parent / "examples" / "plugin"
 
+@pytest.fixture(autouse=True)
+def registries():
+    """Every registry as it was, after each test, and a plugin module imported in the test forgotten, so
+    that a later test in this process (xdist runs many per worker) sees the built-ins only and a later
+    import of the plugin registers it again."""
+    from mimax.trainables.plugins import FAMILIES, load_entry_points
 
-def on_pythonpath(monkeypatch, directory) -> None:
-    """``directory`` importable here and in every process started from here (mimax drivers, Ray's nodes
-    and their workers), as a plugin is that is not installed."""
-    old = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", f"{directory}:{old}" if old else str(directory))
-    monkeypatch.syspath_prepend(str(directory))
+    saved = {family: dict(reg) for family, (reg, _, _) in FAMILIES.items()}
+    packages = {name.partition(".")[0] for name in sys.modules}
+    load_entry_points.cache_clear()
+    yield
+    for family, (reg, _, _) in FAMILIES.items():
+        reg.clear()
+        reg.update(saved[family])
+    for name in [n for n in sys.modules if n.partition(".")[0] not in packages]:
+        del sys.modules[name]
+    load_entry_points.cache_clear()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import yaml
-from conftest import on_pythonpath
+from example_plugin import on_pythonpath
 from engine_helpers import query, run
 
 CRITIC = """\

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import yaml
-from conftest import EXAMPLE
+from example_plugin import EXAMPLE
 from engine_helpers import evaluations, kill_group, query, run, start, trials, wait_for
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import EXAMPLE
+from example_plugin import EXAMPLE
 
 
 def test_the_example_passes_the_conformance_suite(tmp_path):

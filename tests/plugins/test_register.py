@@ -16,18 +16,6 @@ from mimax.trainables.loop import Trainer
 from mimax.trainables.plugins import FAMILIES, load_entry_points, register
 
 
-@pytest.fixture(autouse=True)
-def registries():
-    """Every registry as it was, after each test."""
-    saved = {family: dict(reg) for family, (reg, _, _) in FAMILIES.items()}
-    load_entry_points.cache_clear()
-    yield
-    for family, (reg, _, _) in FAMILIES.items():
-        reg.clear()
-        reg.update(saved[family])
-    load_entry_points.cache_clear()
-
-
 def critic_class(name: str, module: str = __name__) -> type:
     cls = type("Doubled", (Critic,), {"name": name, "has_parameters": False, "__module__": module,
                                       "forward": lambda self, u, v: 2 * u @ v.T})

@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats as sps
 
-from mimax.analysis.claims.render import estimate_and_ci
+from mimax.analysis.claims.render import estimate_and_ci, family_text, p_text
 from mimax.analysis.claims.verify import values, yaml_equal
 from mimax.analysis.figures import calibration_table
 from mimax.analysis.stats import configurations, final_metrics
@@ -63,6 +64,7 @@ KINDS = {
     "value": Kind(("STUDY", "METRIC"), ("where", "at", "stat", "fmt")),
     "study": Kind(("STUDY", "KEY")),
     "calibration": Kind(("STUDY",), ("where",)),
+    "family": Kind(("FIELD", "SEEDS...")),
 }
 
 
@@ -269,9 +271,10 @@ def _claims(source, args, opts) -> str:
     for cid in finding["claims"]:
         d = source.verdict(cid)
         estimate, ci = estimate_and_ci(d.test)
-        rows.append([f"`{cid}`", f"{d.study}: {d.statement}", estimate, ci, d.test.n, d.verdict, d.claim.paper or ""])
-    rows += [[f"`{cid}`", PENDING, "", "", "", PENDING, source.claim(cid).paper or ""] for cid in finding["pending"]]
-    return table(["claim", "test", "estimate", level, "n", "verdict", "the paper"], rows)
+        rows.append([f"`{cid}`", f"{d.study}: {d.statement}", estimate, ci, d.test.n, d.verdict, p_text(d),
+                     d.claim.paper or ""])
+    rows += [[f"`{cid}`", PENDING, "", "", "", PENDING, "", source.claim(cid).paper or ""] for cid in finding["pending"]]
+    return table(["claim", "test", "estimate", level, "n", "verdict", "p-values", "the paper"], rows)
 
 
 def _finding(source, args, opts) -> str:
@@ -369,9 +372,26 @@ def _calibration(source, args, opts) -> str:
     return table([*keys, *(f"{mi:g} nats" for mi in mis)], rows)
 
 
+def _family(source, args, opts) -> str:
+    """``text``: how the verdicts were decided (alpha, Holm's family, resamples); ``m``: the claims in
+    Holm's family; ``t SEEDS``: the t statistic a claim read from one configuration's SEEDS seeds must
+    pass to hold at the first (strictest) step of Holm, one-sided at alpha / 2 / m."""
+    v = source.verification
+    m = sum(d.p_holds_holm is not None for d in v.verdicts)
+    field, seeds = args[0], args[1:]
+    if field == "text" and not seeds:
+        return family_text(v)
+    if field == "m" and not seeds:
+        return str(m)
+    if field == "t" and len(seeds) == 1 and seeds[0].isdigit() and int(seeds[0]) >= 2:
+        return number(sps.t.isf(v.alpha / 2 / max(m, 1), int(seeds[0]) - 1), ".1f")
+    raise PlaceholderError(f"family takes text, m, or t SEEDS (SEEDS ≥ 2), not {' '.join(args)!r}")
+
+
 def _provenance(source, args, opts) -> str:
     return source.provenance()
 
 
 FILL = {"summary": _summary, "provenance": _provenance, "claims": _claims, "finding": _finding, "claim": _claim,
-        "configs": _configs, "value": _value, "study": _study, "calibration": _calibration}
+        "configs": _configs, "value": _value, "study": _study, "calibration": _calibration,
+        "family": _family}

@@ -129,20 +129,22 @@ def test_summary_shows_the_verdicts_of_mimax_verify_paper(source, verified):
 def test_claims_and_claim_fields_show_each_claims_numbers(source, verified):
     claims = {c["id"]: c for c in verified["claims"]}
     out = rendered(source, '{{claims "fig4c non-i.i.d."}}').splitlines()
-    assert out[0] == "| claim | test | estimate | 95% CI | n | verdict | the paper |"
+    assert out[0] == "| claim | test | estimate | 95% CI | n | verdict | p-values | the paper |"
     ids = [c["id"] for c in verified["claims"] if c["finding"] == "fig4c non-i.i.d."]
     assert [line.split(" | ")[0] for line in out[2:]] == [f"| `{cid}`" for cid in ids]
     for line, cid in zip(out[2:], ids):
         c = claims[cid]
         cells = [x.strip() for x in line.strip("|").split(" | ")]
-        assert cells[1] == f"{c['study']}: {c['test']}" and cells[4] == str(c["n"]) and cells[6] == c["paper"]
+        assert cells[1] == f"{c['study']}: {c['test']}" and cells[4] == str(c["n"]) and cells[7] == c["paper"]
+        ph, pf = c["p_holds_holm"], c["p_fails_holm"]
+        assert cells[6] == f"p_holds {ph:.2g}, p_fails {pf:.2g} (Holm)".replace("-", "−")
         assert cells[5] == EXPECTED.get(cid, "holds")
         lo, hi = (float(x.replace("−", "-")) for x in cells[3].strip("[]").split(", "))
         assert float(cells[2].replace("−", "-")) == pytest.approx(c["estimate"], abs=1e-3)
         assert (lo, hi) == (pytest.approx(c["ci"][0], abs=1e-3), pytest.approx(c["ci"][1], abs=1e-3))
     # A census has no interval; its estimate is the largest excess over the limit.
     census = rendered(source, '{{claims "calibration"}}').splitlines()[2]
-    assert census.startswith("| `calibration-nce-below-ceiling` |") and " | – | 90 | holds |" in census
+    assert census.startswith("| `calibration-nce-below-ceiling` |") and " | – | 90 | holds | census |" in census
     c = claims["fig3-separable-above-concat.sklearn"]
     line = rendered(source, " ".join(f"{{{{claim fig3-separable-above-concat.sklearn {f}}}}}"
                                      for f in ("verdict", "n", "estimate", "ci")))
@@ -150,6 +152,21 @@ def test_claims_and_claim_fields_show_each_claims_numbers(source, verified):
     assert rendered(source, "{{claim fig3-separable-above-concat.torch estimate fmt=+.5f}}") == \
         fmt(claims["fig3-separable-above-concat.torch"]["estimate"], "+.5f")
     assert rendered(source, "{{claim pixel-clean.torch paper}}") == claims["pixel-clean.torch"]["paper"]
+
+
+def test_family_fields(source, verified):
+    from scipy import stats
+
+    m = sum(c["p_holds_holm"] is not None for c in verified["claims"])
+    assert rendered(source, "{{family m}}") == str(m)
+    # Holm's first step is alpha / m; each side of a two-sided decision gets half of alpha
+    t = stats.t.isf(verified["alpha"] / 2 / m, 2)
+    assert rendered(source, "{{family t 3}}") == f"{t:.1f}"
+    assert float(rendered(source, "{{family t 20}}")) < t
+    assert rendered(source, "{{family text}}").startswith(f"alpha {verified['alpha']:g}: Holm over ")
+    for bad in ("{{family t 1}}", "{{family t x}}", "{{family n}}", "{{family m 3}}"):
+        with pytest.raises(ConfigError, match="family takes text, m, or t SEEDS"):
+            rendered(source, bad)
 
 
 def test_finding_fields(source, verified):

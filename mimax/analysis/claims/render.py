@@ -55,7 +55,7 @@ def _estimate(t) -> str:
     return estimate if ci == "–" else f"{estimate} {ci}"
 
 
-def _p(d) -> str:
+def p_text(d) -> str:
     if d.census:
         return "census"
     holm = d.p_holds_holm is not None
@@ -63,7 +63,7 @@ def _p(d) -> str:
     return f"p_holds {ph:.2g}, p_fails {pf:.2g}{' (Holm)' if holm else ' (exempt)'}".replace("-", "−")
 
 
-def _family(v: Verification) -> str:
+def family_text(v: Verification) -> str:
     stat = sum(d.p_holds_holm is not None for d in v.verdicts)
     exempt = len(v.verdicts) - stat
     return (f"alpha {v.alpha:g}: Holm over {stat} claim{'s' * (stat != 1)} at {v.alpha / 2:g} per side"
@@ -73,17 +73,17 @@ def _family(v: Verification) -> str:
 def summary_sentence(v: Verification) -> str:
     c = v.counts()
     scope = v.scope or f"the {len(v.verdicts)} claims of {v.source}"
-    return (f"Claims ({scope}; {_family(v)}): {c['holds']} hold, {c['fails']} fail, "
+    return (f"Claims ({scope}; {family_text(v)}): {c['holds']} hold, {c['fails']} fail, "
             f"{c['inconclusive']} inconclusive.")
 
 
 def lines(v: Verification) -> list[str]:
     """The terminal output: a line per claim with its numbers, then a line per finding."""
-    out = [f"claims {v.source} ({_family(v)})"]
+    out = [f"claims {v.source} ({family_text(v)})"]
     width = max((len(d.claim.id) for d in v.verdicts), default=0)
     for d in v.verdicts:
         t = d.test
-        out.append(f"  {d.verdict:<12} {d.claim.id:<{width}}  {_estimate(t)}  n={t.n}  {_p(d)}")
+        out.append(f"  {d.verdict:<12} {d.claim.id:<{width}}  {_estimate(t)}  n={t.n}  {p_text(d)}")
         out.append(f"  {'':<12} {'':<{width}}  {d.study}: {d.statement}")
         if d.verdict != "holds":
             out.append(f"  {'':<12} {'':<{width}}  {d.reason}")

@@ -145,9 +145,10 @@ def test_torch_probe_ignores_feature_scale():
 
 
 def test_torch_probe_on_features_whose_offset_dwarfs_their_range():
-    """Learned RealNVP features can sit at 5e4× their range from zero (docs/diagnostics/fig1c-plateau.md):
-    float32 features exactly offset keep their MinMax-scaled values, so the probe must read what it reads
-    on the features themselves, not lose them to cancellation."""
+    """Learned RealNVP features can sit far from zero against their range. The probe once fitted
+    x @ (scale·W) − shift @ W, which cancels in float32 there (commit 3d31928; the old fig1c study, see
+    docs/diagnostics/fig1c-plateau.md). Features exactly offset keep their MinMax-scaled values, so the
+    probe must read what it reads on the features themselves."""
     data = DATASETS["digits"](DATASETS["digits"].Params())
     x_tr, y_tr, x_te, y_te = data.probe_data(torch.Generator())
     offset = 2.0 ** torch.randint(14, 17, (x_tr.shape[1],), generator=torch.Generator().manual_seed(0))

@@ -23,28 +23,6 @@ def small_config():
     }
 
 
-# Tests marked awaits_reference_db need docs/reference/reproduce-cpu.db, which `make reproduce` builds
-# over hours and the lead commits study by study. They are deselected, never skipped: when the database is
-# complete the lead deletes the marker, and from then on a missing or stale database fails the suite.
-AWAITS = "awaits_reference_db"
-
-
-def pytest_collection_modifyitems(config, items):
-    waiting = [item for item in items if item.get_closest_marker(AWAITS)]
-    if waiting:
-        items[:] = [item for item in items if not item.get_closest_marker(AWAITS)]
-        config.hook.pytest_deselected(items=waiting)
-
-
-def pytest_report_header(config):
-    marked = sorted(p.relative_to(config.rootpath).as_posix() for p in (config.rootpath / "tests").rglob("test_*.py")
-                    if f"mark.{AWAITS}" in p.read_text(encoding="utf-8"))
-    if marked:
-        return (f"deselected until docs/reference/reproduce-cpu.db is committed (marker {AWAITS}, which the lead "
-                f"deletes then): {', '.join(marked)}")
-    return None
-
-
 # What each fault test measured (tests/faults, recorded with record_property("fault", line)), printed at
 # the end of the run so that it lands in CI's log; here, not in tests/faults, so that xdist's controller
 # (which collects nothing) has the hook.

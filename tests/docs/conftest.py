@@ -1,5 +1,4 @@
-"""tests/docs: the documents generated from a results database (docs/reproduction/generate.py). The
-marker awaits_reference_db is handled in tests/conftest.py."""
+"""tests/docs: the documents generated from a results database (docs/reproduction/generate.py)."""
 
 from __future__ import annotations
 

@@ -279,7 +279,4 @@ class Adversarial(Mode):
         self.warm = state["warm"]
 
 
-MODES: dict[str, type[Mode]] = {
-    InfoMax.name: InfoMax,
-    Adversarial.name: Adversarial,
-}
+MODES: dict[str, type[Mode]] = {c.name: c for c in (InfoMax, Adversarial)}

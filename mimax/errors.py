@@ -16,9 +16,11 @@ def _describe(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def from_validation_error(exc, prefix: str = "") -> ConfigError:
-    """Turn the first error of a pydantic ValidationError into a ConfigError with a dotted path."""
-    err = exc.errors()[0]
+def from_validation_error(exc, prefix: str = "", unknown_first: bool = False) -> ConfigError:
+    """Turn the first error of a pydantic ValidationError into a ConfigError with a dotted path;
+    ``unknown_first``: an unknown key before any other error (a misspelt key explains the missing one)."""
+    errors = exc.errors()
+    err = min(errors, key=lambda e: e.get("type") != "extra_forbidden") if unknown_first else errors[0]
     loc = [str(p) for p in err.get("loc", ()) if not str(p).startswith("function-")]
     path = ".".join([prefix] * bool(prefix) + loc)
     kind = err.get("type", "")

@@ -540,13 +540,6 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def preset_path(name: str) -> Path:
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError("space", f"unknown preset {name!r} (choose from {', '.join(preset_names())})")
-    return path
-
-
 def resolve_source(name_or_path: str | os.PathLike) -> Path:
     """A file path as given, else a preset name."""
     text = os.fspath(name_or_path)
@@ -557,7 +550,7 @@ def resolve_source(name_or_path: str | os.PathLike) -> Path:
     if text not in preset_names():
         raise ConfigError("", f"no space file {text!r} and no preset of that name "
                               f"(presets: {', '.join(preset_names())})")
-    return preset_path(text)
+    return PRESET_DIR / f"{text}.yaml"
 
 
 def load_spec(name_or_path: str | os.PathLike) -> SpaceSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from datetime import datetime
@@ -65,9 +66,7 @@ def register(sub) -> None:
 def _opts(args):
     from mimax.study.engine import RunOptions
 
-    return RunOptions(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                      max_concurrent=args.max_concurrent, scheduler=args.scheduler, quiet=args.quiet,
-                      pack=args.pack)
+    return RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
 
 
 def _finish(summary: dict, quiet: bool) -> int:

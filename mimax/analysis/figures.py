@@ -76,12 +76,8 @@ def config_labels(data) -> dict[str, str]:
     rows = trials.drop_duplicates("config_id").set_index("config_id")
     labels = {}
     for cid, row in rows.iterrows():
-        parts = []
-        for f in factors:
-            v = row[f]
-            if isnan(v):
-                continue
-            parts.append(level_text(v) if "." not in f else f"{f.rsplit('.', 1)[1]}={level_text(v)}")
+        parts = [level_text(row[f]) if "." not in f else f"{f.rsplit('.', 1)[1]}={level_text(row[f])}"
+                 for f in factors if not isnan(row[f])]
         labels[str(cid)] = " · ".join(parts) or str(cid)
     counts = pd.Series(list(labels.values())).value_counts()
     return {c: (f"{lab} [{c}]" if counts[lab] > 1 else lab) for c, lab in labels.items()}
@@ -96,9 +92,10 @@ def _tidy(data, metric: str) -> pd.DataFrame:
     return ev.merge(data.trials[["trial_key", "config_id"]], on="trial_key", how="inner")
 
 
-def band(ev: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per step: mean, sd (ddof=1; 0 with a single seed) and n of ``metric`` over the rows (seeds)."""
-    g = ev.groupby("step")[metric]
+def band(ev: pd.DataFrame, metric: str, by: str = "step") -> pd.DataFrame:
+    """Per step (or per value of ``by``): mean, sd (ddof=1; 0 with a single seed) and n of ``metric`` over
+    the rows (seeds)."""
+    g = ev.groupby(by)[metric]
     out = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()}).sort_index()
     out["sd"] = out["sd"].fillna(0.0)
     return out
@@ -147,10 +144,8 @@ def _panels(data, panel_by: str | None) -> list[tuple[str | None, set[str]]]:
     t = data.trials
     if panel_by is None or panel_by not in t.columns:
         return [(None, set(t["config_id"].astype(str)))]
-    out = []
-    for level, rows in t.groupby(panel_by, sort=True, dropna=False):
-        out.append((level_text(level), set(rows["config_id"].astype(str))))
-    return out
+    return [(level_text(level), set(rows["config_id"].astype(str)))
+            for level, rows in t.groupby(panel_by, sort=True, dropna=False)]
 
 
 def _default_panel_by(data) -> str | None:
@@ -363,8 +358,7 @@ def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure |
             rows = fin[fin["_series"] == s]
             dodge = (i - (len(series) - 1) / 2) * width
             ax.scatter(rows["true_mi"] + dodge, rows[metric], s=8, color=colours[s], alpha=0.3, linewidth=0)
-            g = rows.groupby("true_mi")[metric]
-            st = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1).fillna(0.0)}).sort_index()
+            st = band(rows, metric, by="true_mi")
             ax.errorbar(st.index + dodge, st["mean"], yerr=st["sd"], color=colours[s], marker="o", markersize=4,
                         capsize=3, linewidth=1.2, label=s)
         for k in sorted(set(fin["ceiling"].dropna())) if "ceiling" in fin.columns else []:

@@ -52,6 +52,10 @@ class Views:
     def probe_data(self, gen: torch.Generator):
         raise NotImplementedError  # pragma: no cover
 
+    def _randn(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        """Standard normal float32 drawn with ``gen`` on its device, moved to the data's device."""
+        return torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32).to(self.device)
+
 
 SPLITS = ("train", "test")
 
@@ -89,9 +93,6 @@ class HeldViews(Views):
 
     def size(self, split: str) -> int:
         return len(self._labels[check_split(split)])
-
-    def _randn(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        return torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32).to(self.device)
 
     def _indices(self, split: str, k: int, gen: torch.Generator) -> torch.Tensor:
         """k distinct examples, uniformly at random (a batch of a shuffled stream holds no repeats)."""

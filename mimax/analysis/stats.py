@@ -217,11 +217,8 @@ def final_metrics(data: StudyData) -> list[str]:
 
 def config_columns(data: StudyData, frame: pd.DataFrame) -> list[str]:
     """The factors as dotted config columns ("critic" -> "critic.name") where the frame has them."""
-    out = []
-    for f in data.factors:
-        dotted = f"{f}.name" if f in SHORT_FACTORS else f
-        out.append(dotted if dotted in frame.columns else f)
-    return out
+    dotted = {f: f"{f}.name" if f in SHORT_FACTORS else f for f in data.factors}
+    return [d if d in frame.columns else f for f, d in dotted.items()]
 
 
 def _sorted_keys(keys: list[tuple]) -> list[tuple]:

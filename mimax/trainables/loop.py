@@ -103,15 +103,11 @@ class Trainer:
         self._training: bool | None = None
 
     # ----------------------------------------------------------------- set-up
-    def param_counts(self) -> dict[str, int]:
-        """Parameters of one replicate, per module (an estimator's own only if it has any)."""
-        return self.mode.param_counts()
-
     def start_record(self, r: int = 0) -> Record:
         """What replicate r is: its parameters, config, device, the data's true MI, the estimator's ceiling."""
         return {
             "event": "start",
-            "params": self.param_counts(),
+            "params": self.mode.param_counts(),  # one replicate's (an estimator's own only if it has any)
             "config": self.cfg.model_copy(update={"seed": self.seeds[r]}).to_dict(),
             "device": str(self.device),
             "true_mi": self.data.true_mi,

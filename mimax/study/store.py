@@ -21,7 +21,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,17 +157,6 @@ class Store:
         except sa_exc.DBAPIError as e:
             raise self.db.connect_error(e) from e
 
-    @contextmanager
-    def _tx(self, write: bool):
-        conn = self._connect()
-        try:
-            if write:
-                conn.execution_options(mimax_write=True)
-            with conn.begin():
-                yield conn
-        finally:
-            conn.close()
-
     def _run(self, fn: Callable[[Connection], Any], *, write: bool):
         """``fn(conn)`` in one transaction; reruns it on a PostgreSQL deadlock; wraps DB errors."""
         if write and self.read_only:
@@ -176,8 +164,11 @@ class Store:
         attempts = 5
         for attempt in range(attempts):
             try:
-                with self._tx(write) as conn:
-                    return fn(conn)
+                with self._connect() as conn:
+                    if write:
+                        conn.execution_options(mimax_write=True)
+                    with conn.begin():
+                        return fn(conn)
             except sa_exc.DBAPIError as e:
                 code = getattr(getattr(e, "orig", None), "sqlstate", None)
                 if code in _RETRY_SQLSTATES and attempt < attempts - 1:

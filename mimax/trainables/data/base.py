@@ -21,7 +21,8 @@ class Views:
     - ``probe_data(gen)`` -> (x_train, y_train, x_test, y_test): view 1 only, with fresh evaluation
       noise; only for ``labelled`` datasets.
     ``true_mi`` is the analytic MI between the views in nats, where known, else None.
-    ``spec_for(params)`` gives the ViewSpec without loading data, so configs validate cheaply.
+    ``spec_for(params)`` gives the ViewSpec without loading data, so configs validate cheaply; ``__init__``
+    sets ``spec`` from it.
     """
 
     name: ClassVar[str]
@@ -35,6 +36,7 @@ class Views:
     def __init__(self, params: Params, device: torch.device | str = "cpu"):
         self.params = params
         self.device = torch.device(device)
+        self.spec = self.spec_for(params)
 
     @classmethod
     def spec_for(cls, params: Params) -> ViewSpec:

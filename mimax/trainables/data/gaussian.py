@@ -17,10 +17,6 @@ class _Synthetic(Views):
 
     labelled = False
 
-    def __init__(self, params: Params, device: torch.device | str = "cpu"):
-        super().__init__(params, device)
-        self.spec = self.spec_for(params)
-
     def eval_batches(self, split: str, k: int, n: int, gen: torch.Generator):
         check_split(split)
         return [self.train_batch(k, gen) for _ in range(n)]

@@ -51,7 +51,6 @@ class ImageHalves(HeldViews):
 
     def __init__(self, params: Params, device: torch.device | str = "cpu"):
         super().__init__(params, device)
-        self.spec = self.spec_for(params)
         x_tr, y_tr, x_te, y_te = self.load()
         h = self.image_shape[1] // 2
         self.hold({split: (x[:, :, :h, :], x[:, :, h:, :], y) for split, x, y in

@@ -105,9 +105,8 @@ def status_dict(store, name: str) -> dict:
     durations = [(t["ended_at"] - t["started_at"]).total_seconds() for t in trials
                  if t["state"] == "completed" and t.get("started_at") and t.get("ended_at")]
     remaining = total - sum(counts[s] for s in TERMINAL)
-    eta = None
-    if durations and remaining > 0:
-        eta = sum(durations) / len(durations) * remaining / max(1, counts.get("running", 0))
+    running = max(1, counts.get("running", 0))
+    eta = sum(durations) / len(durations) * remaining / running if durations and remaining > 0 else None
     return {
         "name": name,
         "total": total,

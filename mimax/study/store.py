@@ -129,7 +129,7 @@ class Store:
     def _open(self, create: bool) -> None:
         current = self.schema_version()
         if current is None and not create:
-            raise self.db.no_tables()
+            raise DatabaseError(f"no mimax tables in {self.display_url}: not a mimax results database")
         if current == head_revision():
             return
         if self.read_only:
@@ -315,14 +315,11 @@ class Store:
     @_transaction(write=False)
     def list_studies(self, conn: Connection) -> list[dict]:
         """Every study (by name) with ``trial_counts``: {state: n} over every trial state."""
-        studies = [self._row(Study, r) for r in conn.execute(self._select(Study).order_by(Study.name))]
-        counts = conn.execute(
-            select(Trial.study_id, Trial.state, func.count()).group_by(Trial.study_id, Trial.state)
-        ).all()
-        for s in studies:
-            s["trial_counts"] = dict.fromkeys(STATES, 0)
+        studies = [dict(self._row(Study, r), trial_counts=dict.fromkeys(STATES, 0))
+                   for r in conn.execute(self._select(Study).order_by(Study.name))]
         by_id = {s["id"]: s for s in studies}
-        for sid, state, n in counts:
+        counts = select(Trial.study_id, Trial.state, func.count()).group_by(Trial.study_id, Trial.state)
+        for sid, state, n in conn.execute(counts):
             by_id[sid]["trial_counts"][state] = n
         return studies
 

@@ -298,13 +298,9 @@ def true_mi(data) -> pd.Series:
     return t["true_mi"].astype(float) if "true_mi" in t.columns else pd.Series(np.nan, index=t.index)
 
 
-def _calibration_keys(data) -> list[str]:
-    """Each calibration cell: the estimator, what changes the data distribution, and the true MI."""
-    extra = [f for f in data.factors if f == "data" or (f.startswith("data.") and f != "data.mi")]
-    return ["estimator", *extra]
-
-
-def _final_with_true_mi(data, metric: str, how: str) -> pd.DataFrame | None:
+def _final_with_true_mi(data, metric: str, how: str) -> tuple[pd.DataFrame, list[str]] | None:
+    """The completed trials' finals with their true MI, and the keys of a calibration cell beside the true
+    MI: the estimator and what changes the data distribution. None without known-MI data."""
     mi = true_mi(data)
     if mi.isna().all() or "estimator" not in data.trials.columns:
         return None
@@ -312,7 +308,8 @@ def _final_with_true_mi(data, metric: str, how: str) -> pd.DataFrame | None:
     if metric not in fin.columns:
         return None
     fin = fin.assign(true_mi=fin["trial_key"].map(mi)).dropna(subset=["true_mi", metric])
-    return None if fin.empty else fin
+    keys = ["estimator", *(f for f in data.factors if f == "data" or (f.startswith("data.") and f != "data.mi"))]
+    return None if fin.empty else (fin, keys)
 
 
 def calibration_table(data, metric: str = "bound_test", how: str = "last") -> pd.DataFrame | None:
@@ -321,10 +318,10 @@ def calibration_table(data, metric: str = "bound_test", how: str = "last") -> pd
 
     variance uses ddof=0, so mse == bias**2 + variance exactly (all in nats / nats²). None when the
     study has no known-MI data."""
-    fin = _final_with_true_mi(data, metric, how)
-    if fin is None:
+    found = _final_with_true_mi(data, metric, how)
+    if found is None:
         return None
-    keys = _calibration_keys(data)
+    fin, keys = found
     rows = []
     for key, g in fin.groupby([*keys, "true_mi"], sort=True, dropna=False):
         est, truth = g[metric].to_numpy(dtype=float), float(key[-1])
@@ -339,10 +336,10 @@ def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure |
     """Final estimate vs true MI, per estimator (mean ± 1 sd over seeds and configurations, trials as
     faint points), with the y = x line and the ceilings the trials recorded (log K for NCE). None when
     the study has no known-MI data."""
-    fin = _final_with_true_mi(data, metric, how)
-    if fin is None:
+    found = _final_with_true_mi(data, metric, how)
+    if found is None:
         return None
-    keys = _calibration_keys(data)
+    fin, keys = found
     fin = fin.assign(_series=fin[keys].astype(str).agg(" · ".join, axis=1))
     series = sorted(fin["_series"].unique())
     colours = _colours(series)

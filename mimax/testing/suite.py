@@ -241,8 +241,8 @@ def _data_shapes(case: Case) -> None:
                     and y_tr.dtype == torch.int64 and 0 <= int(y_tr.min()) and int(y_tr.max()) < data.n_classes,
                     "shapes", "probe_data is not (x (N, dim) float32, labels (N,) int64 below n_classes) per split")
     else:
-        case.refuses(ConfigError, "shapes", "unlabelled data gives probe data (raise ConfigError)", data.probe_data,
-                     gen(3))
+        case.refuses(ConfigError, "shapes", "unlabelled data gives probe data (raise ConfigError)",
+                     data.probe_data, gen(3))
 
 
 def pairs(case: Case) -> None:

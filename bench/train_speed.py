@@ -101,7 +101,7 @@ def child(encoder: str | None, critic: str | None, threads: int | None, windows:
                 break
         rates.append(steps / elapsed)
     return {
-        "params": sum(trainer.param_counts().values()),
+        "params": sum(trainer.start_record()["params"].values()),
         "rates": rates,
         "rss_mib": peak_rss_mib(),
         "threads": torch.get_num_threads(),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
 
 from mimax.errors import ConfigError
 
@@ -45,9 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    func: Callable = args.func
     try:
-        return func(args)
+        return args.func(args)
     except ConfigError as exc:  # bad input, a database problem included (mimax.db.DatabaseError)
         print(f"mimax: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -261,9 +261,6 @@ class Database:
         known = ", ".join(conn.scalars(sa.select(Study.name).order_by(Study.name))) or "none"
         return UnknownStudy(f"unknown study '{name}' in {self.shown} (known: {known})")
 
-    def no_tables(self) -> DatabaseError:
-        return DatabaseError(f"no mimax tables in {self.shown}: not a mimax results database")
-
     def migrate(self, conn: sa.Connection) -> None:
         """Migrate mimax's tables to the head revision inside the caller's write transaction."""
         from alembic import command

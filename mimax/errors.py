@@ -12,13 +12,11 @@ class ConfigError(ValueError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
-def _describe(value) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def from_validation_error(exc, prefix: str = "") -> ConfigError:
-    """Turn the first error of a pydantic ValidationError into a ConfigError with a dotted path."""
-    err = exc.errors()[0]
+def from_validation_error(exc, prefix: str = "", unknown_first: bool = False) -> ConfigError:
+    """Turn the first error of a pydantic ValidationError into a ConfigError with a dotted path;
+    ``unknown_first``: an unknown key before any other error (a misspelt key explains the missing one)."""
+    errors = exc.errors()
+    err = min(errors, key=lambda e: e.get("type") != "extra_forbidden") if unknown_first else errors[0]
     loc = [str(p) for p in err.get("loc", ()) if not str(p).startswith("function-")]
     path = ".".join([prefix] * bool(prefix) + loc)
     kind = err.get("type", "")
@@ -29,5 +27,6 @@ def from_validation_error(exc, prefix: str = "") -> ConfigError:
     msg = err.get("msg", "invalid value")
     msg = msg[0].lower() + msg[1:] if msg else msg
     if "input" in err and kind not in ("value_error",):
-        msg = f"{msg}, got {_describe(err['input'])}"
+        got = err["input"]
+        msg = f"{msg}, got {repr(got) if isinstance(got, str) else got}"
     return ConfigError(path, msg.removeprefix("value error, "))

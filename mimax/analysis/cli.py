@@ -202,10 +202,8 @@ def _analyze(args) -> int:
     _print_summary(results["summary"], results["importance"])
     if "verdicts" in results:
         print("  " + render.summary_sentence(results["verdicts"]))
-    shown = report.get("html") or report.get("markdown") or report.get("md")
     print(f"tables: {out}/ ({', '.join(p.name for p in tables.values())})")
-    if shown:
-        print(f"report: {shown}")
+    print(f"report: {report['html']}")
     return 0
 
 

@@ -76,12 +76,8 @@ def config_labels(data) -> dict[str, str]:
     rows = trials.drop_duplicates("config_id").set_index("config_id")
     labels = {}
     for cid, row in rows.iterrows():
-        parts = []
-        for f in factors:
-            v = row[f]
-            if isnan(v):
-                continue
-            parts.append(level_text(v) if "." not in f else f"{f.rsplit('.', 1)[1]}={level_text(v)}")
+        parts = [level_text(row[f]) if "." not in f else f"{f.rsplit('.', 1)[1]}={level_text(row[f])}"
+                 for f in factors if not isnan(row[f])]
         labels[str(cid)] = " · ".join(parts) or str(cid)
     counts = pd.Series(list(labels.values())).value_counts()
     return {c: (f"{lab} [{c}]" if counts[lab] > 1 else lab) for c, lab in labels.items()}
@@ -96,9 +92,10 @@ def _tidy(data, metric: str) -> pd.DataFrame:
     return ev.merge(data.trials[["trial_key", "config_id"]], on="trial_key", how="inner")
 
 
-def band(ev: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per step: mean, sd (ddof=1; 0 with a single seed) and n of ``metric`` over the rows (seeds)."""
-    g = ev.groupby("step")[metric]
+def band(ev: pd.DataFrame, metric: str, by: str = "step") -> pd.DataFrame:
+    """Per step (or per value of ``by``): mean, sd (ddof=1; 0 with a single seed) and n of ``metric`` over
+    the rows (seeds)."""
+    g = ev.groupby(by)[metric]
     out = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()}).sort_index()
     out["sd"] = out["sd"].fillna(0.0)
     return out
@@ -147,10 +144,8 @@ def _panels(data, panel_by: str | None) -> list[tuple[str | None, set[str]]]:
     t = data.trials
     if panel_by is None or panel_by not in t.columns:
         return [(None, set(t["config_id"].astype(str)))]
-    out = []
-    for level, rows in t.groupby(panel_by, sort=True, dropna=False):
-        out.append((level_text(level), set(rows["config_id"].astype(str))))
-    return out
+    return [(level_text(level), set(rows["config_id"].astype(str)))
+            for level, rows in t.groupby(panel_by, sort=True, dropna=False)]
 
 
 def _default_panel_by(data) -> str | None:
@@ -303,13 +298,9 @@ def true_mi(data) -> pd.Series:
     return t["true_mi"].astype(float) if "true_mi" in t.columns else pd.Series(np.nan, index=t.index)
 
 
-def _calibration_keys(data) -> list[str]:
-    """Each calibration cell: the estimator, what changes the data distribution, and the true MI."""
-    extra = [f for f in data.factors if f == "data" or (f.startswith("data.") and f != "data.mi")]
-    return ["estimator", *extra]
-
-
-def _final_with_true_mi(data, metric: str, how: str) -> pd.DataFrame | None:
+def _final_with_true_mi(data, metric: str, how: str) -> tuple[pd.DataFrame, list[str]] | None:
+    """The completed trials' finals with their true MI, and the keys of a calibration cell beside the true
+    MI: the estimator and what changes the data distribution. None without known-MI data."""
     mi = true_mi(data)
     if mi.isna().all() or "estimator" not in data.trials.columns:
         return None
@@ -317,7 +308,8 @@ def _final_with_true_mi(data, metric: str, how: str) -> pd.DataFrame | None:
     if metric not in fin.columns:
         return None
     fin = fin.assign(true_mi=fin["trial_key"].map(mi)).dropna(subset=["true_mi", metric])
-    return None if fin.empty else fin
+    keys = ["estimator", *(f for f in data.factors if f == "data" or (f.startswith("data.") and f != "data.mi"))]
+    return None if fin.empty else (fin, keys)
 
 
 def calibration_table(data, metric: str = "bound_test", how: str = "last") -> pd.DataFrame | None:
@@ -326,10 +318,10 @@ def calibration_table(data, metric: str = "bound_test", how: str = "last") -> pd
 
     variance uses ddof=0, so mse == bias**2 + variance exactly (all in nats / nats²). None when the
     study has no known-MI data."""
-    fin = _final_with_true_mi(data, metric, how)
-    if fin is None:
+    found = _final_with_true_mi(data, metric, how)
+    if found is None:
         return None
-    keys = _calibration_keys(data)
+    fin, keys = found
     rows = []
     for key, g in fin.groupby([*keys, "true_mi"], sort=True, dropna=False):
         est, truth = g[metric].to_numpy(dtype=float), float(key[-1])
@@ -344,10 +336,10 @@ def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure |
     """Final estimate vs true MI, per estimator (mean ± 1 sd over seeds and configurations, trials as
     faint points), with the y = x line and the ceilings the trials recorded (log K for NCE). None when
     the study has no known-MI data."""
-    fin = _final_with_true_mi(data, metric, how)
-    if fin is None:
+    found = _final_with_true_mi(data, metric, how)
+    if found is None:
         return None
-    keys = _calibration_keys(data)
+    fin, keys = found
     fin = fin.assign(_series=fin[keys].astype(str).agg(" · ".join, axis=1))
     series = sorted(fin["_series"].unique())
     colours = _colours(series)
@@ -363,8 +355,7 @@ def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure |
             rows = fin[fin["_series"] == s]
             dodge = (i - (len(series) - 1) / 2) * width
             ax.scatter(rows["true_mi"] + dodge, rows[metric], s=8, color=colours[s], alpha=0.3, linewidth=0)
-            g = rows.groupby("true_mi")[metric]
-            st = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1).fillna(0.0)}).sort_index()
+            st = band(rows, metric, by="true_mi")
             ax.errorbar(st.index + dodge, st["mean"], yerr=st["sd"], color=colours[s], marker="o", markersize=4,
                         capsize=3, linewidth=1.2, label=s)
         for k in sorted(set(fin["ceiling"].dropna())) if "ceiling" in fin.columns else []:

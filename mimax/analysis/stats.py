@@ -217,11 +217,8 @@ def final_metrics(data: StudyData) -> list[str]:
 
 def config_columns(data: StudyData, frame: pd.DataFrame) -> list[str]:
     """The factors as dotted config columns ("critic" -> "critic.name") where the frame has them."""
-    out = []
-    for f in data.factors:
-        dotted = f"{f}.name" if f in SHORT_FACTORS else f
-        out.append(dotted if dotted in frame.columns else f)
-    return out
+    dotted = {f: f"{f}.name" if f in SHORT_FACTORS else f for f in data.factors}
+    return [d if d in frame.columns else f for f, d in dotted.items()]
 
 
 def _sorted_keys(keys: list[tuple]) -> list[tuple]:
@@ -425,18 +422,16 @@ def anova(data: StudyData, metric: str = "probe_accuracy", how: str = "last",
 
     usable = [f for f in factors if f in frame.columns and factor_levels(frame, f).notna().all()]
     if len(usable) >= 2 and len(y) > 2:
-        design = [np.ones((len(y), 1))]
-        rss_prev = ss_total
+        X = np.ones((len(y), 1))
+        rss_prev, rank_prev = ss_total, 1
         seq = []
         for factor in usable:
-            design.append(_dummies(factor_levels(frame, factor)))
-            X = np.hstack(design)
-            beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+            X = np.hstack([X, _dummies(factor_levels(frame, factor))])
+            beta, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)  # rank: the matrix_rank of X
             rss = float(((y - X @ beta) ** 2).sum())
-            df = int(np.linalg.matrix_rank(X)) - int(np.linalg.matrix_rank(np.hstack(design[:-1])))
-            seq.append((factor, df, rss_prev - rss))
-            rss_prev = rss
-        df_res = len(y) - int(np.linalg.matrix_rank(np.hstack(design)))
+            seq.append((factor, int(rank) - rank_prev, rss_prev - rss))
+            rss_prev, rank_prev = rss, int(rank)
+        df_res = len(y) - rank_prev
         ms_res = rss_prev / df_res if df_res > 0 else np.nan
         for factor, df, ss in seq:
             F = (ss / df) / ms_res if df > 0 and ms_res and ms_res > 0 else np.nan

@@ -38,12 +38,10 @@ def register(subparsers) -> None:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    rows = []
-    for name in preset_names():
-        space = load_space(name, args.budget)
-        rows.append({"name": name, "description": space.description, "budget": space.budget,
-                     "n_configs": space.n_configs, "seeds": space.seeds, "sampler": space.sampler.name,
-                     "budgets": list(space.spec.budgets)})
+    spaces = {name: load_space(name, args.budget) for name in preset_names()}
+    rows = [{"name": name, "description": space.description, "budget": space.budget, "n_configs": space.n_configs,
+             "seeds": space.seeds, "sampler": space.sampler.name, "budgets": list(space.spec.budgets)}
+            for name, space in spaces.items()]
     if args.json:
         print(json.dumps(rows))
         return 0

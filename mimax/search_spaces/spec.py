@@ -274,7 +274,7 @@ def parse_space(raw: Any, source: str | None = None) -> SpaceSpec:
         base["plugins"] = raw["plugins"]
     params = _parse_params(raw.get("params"))
     seeds = _int(raw.get("seeds", 1), "seeds", 1)
-    trials = _trials(raw.get("trials"), "trials")
+    trials = _optional_int(raw.get("trials"), "trials")
     objectives = _parse_objectives(raw.get("objectives", _MISSING))
     sampler = _parse_sampler(raw.get("sampler"), params)
     _check_sampler(sampler, params, objectives)
@@ -292,8 +292,8 @@ def parse_space(raw: Any, source: str | None = None) -> SpaceSpec:
                      default_budget, source)
 
 
-def _trials(v: Any, path: str) -> int | None:
-    return None if v is None else _int(v, path, 1)
+def _optional_int(v: Any, path: str, minimum: int = 1) -> int | None:
+    return None if v is None else _int(v, path, minimum)
 
 
 def _parse_base(raw: Any) -> dict:
@@ -333,9 +333,7 @@ def _parse_param(key: str, spec: Any, path: str, earlier: list[Param]) -> Param:
         got = "none" if not kinds else ", ".join(kinds)
         raise ConfigError(path, f"expected exactly one of value, choice, grid, int, float (got {got})")
     kind = kinds[0]
-    allowed = {"value": ("value", "when"), "choice": ("choice", "when"), "grid": ("grid", "when"),
-               "int": ("int", "log", "step", "when"), "float": ("float", "log", "step", "when")}[kind]
-    _known_keys(spec, allowed, path)
+    _known_keys(spec, (kind, "log", "step", "when") if kind in ("int", "float") else (kind, "when"), path)
     when = _parse_when(spec.get("when"), f"{path}.when", key, earlier)
     if kind == "value":
         return Param(key, kind, (spec["value"],), when=when)
@@ -467,9 +465,7 @@ def _parse_sampler(raw: Any, params: tuple[Param, ...]) -> SamplerSpec:
     name = raw.get("name")
     if name not in SAMPLERS:
         raise ConfigError("sampler.name", f"unknown sampler {show(name)} (choose from {', '.join(SAMPLERS)})")
-    seed = raw.get("seed", 0)
-    if seed is not None:
-        seed = _int(seed, "sampler.seed", 0)
+    seed = _optional_int(raw.get("seed", 0), "sampler.seed", 0)
     options = raw.get("options") or {}
     options = dict(_mapping(options, "sampler.options"))
     for key in options:
@@ -524,10 +520,8 @@ def _parse_budgets(raw: Any, params: tuple[Param, ...]) -> dict[str, Budget]:
                 if overlaps(key, p.key):
                     raise ConfigError(kpath, f"overlaps the searched parameter {p.path}; a budget sets fixed keys only")
             sets.append((key, value))
-        seeds = spec.get("seeds")
-        if seeds is not None:
-            seeds = _int(seeds, f"{path}.seeds", 1)
-        trials = _trials(spec["trials"], f"{path}.trials") if "trials" in spec else _MISSING
+        seeds = _optional_int(spec.get("seeds"), f"{path}.seeds")
+        trials = _optional_int(spec["trials"], f"{path}.trials") if "trials" in spec else _MISSING
         out[bname] = Budget(bname, description, tuple(sets), seeds, trials)
     return out
 
@@ -540,13 +534,6 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def preset_path(name: str) -> Path:
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError("space", f"unknown preset {name!r} (choose from {', '.join(preset_names())})")
-    return path
-
-
 def resolve_source(name_or_path: str | os.PathLike) -> Path:
     """A file path as given, else a preset name."""
     text = os.fspath(name_or_path)
@@ -557,7 +544,7 @@ def resolve_source(name_or_path: str | os.PathLike) -> Path:
     if text not in preset_names():
         raise ConfigError("", f"no space file {text!r} and no preset of that name "
                               f"(presets: {', '.join(preset_names())})")
-    return preset_path(text)
+    return PRESET_DIR / f"{text}.yaml"
 
 
 def load_spec(name_or_path: str | os.PathLike) -> SpaceSpec:

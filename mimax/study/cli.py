@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from datetime import datetime
@@ -65,9 +66,7 @@ def register(sub) -> None:
 def _opts(args):
     from mimax.study.engine import RunOptions
 
-    return RunOptions(address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                      max_concurrent=args.max_concurrent, scheduler=args.scheduler, quiet=args.quiet,
-                      pack=args.pack)
+    return RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
 
 
 def _finish(summary: dict, quiet: bool) -> int:
@@ -106,9 +105,8 @@ def status_dict(store, name: str) -> dict:
     durations = [(t["ended_at"] - t["started_at"]).total_seconds() for t in trials
                  if t["state"] == "completed" and t.get("started_at") and t.get("ended_at")]
     remaining = total - sum(counts[s] for s in TERMINAL)
-    eta = None
-    if durations and remaining > 0:
-        eta = sum(durations) / len(durations) * remaining / max(1, counts.get("running", 0))
+    running = max(1, counts.get("running", 0))
+    eta = sum(durations) / len(durations) * remaining / running if durations and remaining > 0 else None
     return {
         "name": name,
         "total": total,

@@ -34,8 +34,7 @@ def _check_reachable(address: str) -> None:
     if hostport is None:
         return
     try:
-        with socket.create_connection(hostport, timeout=3):
-            pass
+        socket.create_connection(hostport, timeout=3).close()
     except OSError as exc:
         raise ConfigError("--address", f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
 

@@ -229,10 +229,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )
-            if progress:
-                with progress:
-                    tuner.fit()
-            else:
+            with progress or contextlib.nullcontext():
                 tuner.fit()
         writer.stop()
         counts = store.state_counts(name)

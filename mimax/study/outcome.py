@@ -20,13 +20,8 @@ def final_state(result: Mapping[str, Any] | None, steps: int, error: bool) -> st
 
 def objective_values(final: Mapping[str, Any], metrics: list[str]) -> list[float] | None:
     """The objective values of one replicate's final record, or None if any is missing."""
-    out = []
-    for m in metrics:
-        v = final.get(m)
-        if v is None:
-            return None
-        out.append(float(v))
-    return out
+    values = [final.get(m) for m in metrics]
+    return None if any(v is None for v in values) else [float(v) for v in values]
 
 
 # Ray's own failures (ray/exceptions.py): by class name, and by what their str() says, since Tune

@@ -21,7 +21,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +129,7 @@ class Store:
     def _open(self, create: bool) -> None:
         current = self.schema_version()
         if current is None and not create:
-            raise self.db.no_tables()
+            raise DatabaseError(f"no mimax tables in {self.display_url}: not a mimax results database")
         if current == head_revision():
             return
         if self.read_only:
@@ -158,17 +157,6 @@ class Store:
         except sa_exc.DBAPIError as e:
             raise self.db.connect_error(e) from e
 
-    @contextmanager
-    def _tx(self, write: bool):
-        conn = self._connect()
-        try:
-            if write:
-                conn.execution_options(mimax_write=True)
-            with conn.begin():
-                yield conn
-        finally:
-            conn.close()
-
     def _run(self, fn: Callable[[Connection], Any], *, write: bool):
         """``fn(conn)`` in one transaction; reruns it on a PostgreSQL deadlock; wraps DB errors."""
         if write and self.read_only:
@@ -176,8 +164,11 @@ class Store:
         attempts = 5
         for attempt in range(attempts):
             try:
-                with self._tx(write) as conn:
-                    return fn(conn)
+                with self._connect() as conn:
+                    if write:
+                        conn.execution_options(mimax_write=True)
+                    with conn.begin():
+                        return fn(conn)
             except sa_exc.DBAPIError as e:
                 code = getattr(getattr(e, "orig", None), "sqlstate", None)
                 if code in _RETRY_SQLSTATES and attempt < attempts - 1:
@@ -324,14 +315,11 @@ class Store:
     @_transaction(write=False)
     def list_studies(self, conn: Connection) -> list[dict]:
         """Every study (by name) with ``trial_counts``: {state: n} over every trial state."""
-        studies = [self._row(Study, r) for r in conn.execute(self._select(Study).order_by(Study.name))]
-        counts = conn.execute(
-            select(Trial.study_id, Trial.state, func.count()).group_by(Trial.study_id, Trial.state)
-        ).all()
-        for s in studies:
-            s["trial_counts"] = dict.fromkeys(STATES, 0)
+        studies = [dict(self._row(Study, r), trial_counts=dict.fromkeys(STATES, 0))
+                   for r in conn.execute(self._select(Study).order_by(Study.name))]
         by_id = {s["id"]: s for s in studies}
-        for sid, state, n in counts:
+        counts = select(Trial.study_id, Trial.state, func.count()).group_by(Trial.study_id, Trial.state)
+        for sid, state, n in conn.execute(counts):
             by_id[sid]["trial_counts"][state] = n
         return studies
 

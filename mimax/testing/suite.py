@@ -55,6 +55,14 @@ class Case:
         if not ok:
             self.fail(check, message)
 
+    def refuses(self, error: type[Exception], check: str, message: str, call: Callable, *args) -> None:
+        """``call(*args)`` must raise ``error``."""
+        try:
+            call(*args)
+        except error:
+            return
+        self.fail(check, message)
+
     # ---- a trial config with this component in its place
     def flat_ok(self) -> bool:
         try:
@@ -119,11 +127,9 @@ def declares(case: Case) -> None:
     case.expect(isinstance(case.name, str) and bool(case.name), "declares", "it sets no class attribute name")
     case.expect(issubclass(case.cls, base), "declares", f"it does not subclass {base.__qualname__}")
     case.params  # noqa: B018 - parses the given parameters, defaults for the rest
-    try:
-        parse_params(case.cls, {**case.raw, "no_such_key": 1}, case.family)
-        case.fail("declares", "its Params accept an unknown key (subclass mimax's Params, which forbids them)")
-    except ConfigError:
-        pass
+    case.refuses(ConfigError, "declares",
+                 "its Params accept an unknown key (subclass mimax's Params, which forbids them)",
+                 parse_params, case.cls, {**case.raw, "no_such_key": 1}, case.family)
     if case.family == "estimator":
         case.expect(issubclass(case.cls.Params, EstimatorParams), "declares",
                     "its Params do not subclass EstimatorParams (every estimator takes a target)")
@@ -204,12 +210,8 @@ def _estimator_shapes(case: Case) -> None:
                     f"loss is not {'-objective' if target is None else '|value - target|'} (target {target})")
     est_mod = case.cls(case.params)
     for bad in (torch.zeros(1, 1), torch.zeros(3, 4), torch.zeros(4)):
-        try:
-            est_mod(bad)
-        except ValueError:
-            continue
-        case.fail("shapes", f"scores of shape {tuple(bad.shape)} are accepted; a (K, K) batch with K >= 2 is needed "
-                            "(raise ValueError)")
+        case.refuses(ValueError, "shapes", f"scores of shape {tuple(bad.shape)} are accepted; a (K, K) batch with "
+                     "K >= 2 is needed (raise ValueError)", est_mod, bad)
 
 
 def _data_shapes(case: Case) -> None:
@@ -230,11 +232,8 @@ def _data_shapes(case: Case) -> None:
     batches = data.eval_batches("test", 2, 3, gen(2))
     case.expect(len(batches) == 3 and all(a.shape == b.shape == (2, spec.dim) for a, b in batches), "shapes",
                 "eval_batches('test', 2, 3) is not 3 pairs of (2, dim) batches")
-    try:
-        data.eval_batches("validation", 2, 1, gen(2))
-        case.fail("shapes", "eval_batches accepts split 'validation' (raise ValueError)")
-    except ValueError:
-        pass
+    case.refuses(ValueError, "shapes", "eval_batches accepts split 'validation' (raise ValueError)",
+                 data.eval_batches, "validation", 2, 1, gen(2))
     case.expect(data.true_mi is None or data.true_mi > 0, "shapes", f"true_mi {data.true_mi} is not positive")
     if data.labelled:
         x_tr, y_tr, x_te, y_te = data.probe_data(gen(3))
@@ -242,11 +241,8 @@ def _data_shapes(case: Case) -> None:
                     and y_tr.dtype == torch.int64 and 0 <= int(y_tr.min()) and int(y_tr.max()) < data.n_classes,
                     "shapes", "probe_data is not (x (N, dim) float32, labels (N,) int64 below n_classes) per split")
     else:
-        try:
-            data.probe_data(gen(3))
-            case.fail("shapes", "unlabelled data gives probe data (raise ConfigError)")
-        except ConfigError:
-            pass
+        case.refuses(ConfigError, "shapes", "unlabelled data gives probe data (raise ConfigError)",
+                     data.probe_data, gen(3))
 
 
 def pairs(case: Case) -> None:

@@ -131,10 +131,7 @@ def _summary(start, records, end):
                           _fmt(r["probe_accuracy"]))
     console = Console()
     console.print(table)
-    extra = []
-    if start.get("ceiling") is not None:
-        extra.append(f"ceiling log K = {start['ceiling']:.4f} nats")
-    if start.get("true_mi") is not None:
-        extra.append(f"true MI = {start['true_mi']:.4f} nats")
+    extra = [f"{what} = {start[key]:.4f} nats" for key, what in (("ceiling", "ceiling log K"), ("true_mi", "true MI"))
+             if start.get(key) is not None]
     if extra:
         console.print("; ".join(extra))

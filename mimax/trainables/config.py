@@ -179,9 +179,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict:
             node[part] = child = dict(child)
             node = child
         last = path[-1]
-        if last == "name" and isinstance(node, dict) and node.get("name") != value:
-            # A new component keeps none of the old one's parameters.
-            for k in [k for k in node if k != "name"]:
-                del node[k]
+        if last == "name" and node.get("name") != value:
+            node.clear()  # a new component keeps none of the old one's parameters
         node[last] = value
     return out

@@ -162,10 +162,4 @@ class Cosine(Critic):
         return norm(u, dim=1) @ norm(v, dim=1).T / self.params.temperature
 
 
-CRITICS: dict[str, type[Critic]] = {
-    Bilinear.name: Bilinear,
-    Separable.name: Separable,
-    Concat.name: Concat,
-    Inner.name: Inner,
-    Cosine.name: Cosine,
-}
+CRITICS: dict[str, type[Critic]] = {c.name: c for c in (Bilinear, Separable, Concat, Inner, Cosine)}

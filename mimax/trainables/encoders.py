@@ -259,10 +259,4 @@ class RealNVP(Encoder):
         return y
 
 
-ENCODERS: dict[str, type[Encoder]] = {
-    Identity.name: Identity,
-    MLP.name: MLP,
-    ConvNet.name: ConvNet,
-    ResidualMLP.name: ResidualMLP,
-    RealNVP.name: RealNVP,
-}
+ENCODERS: dict[str, type[Encoder]] = {c.name: c for c in (Identity, MLP, ConvNet, ResidualMLP, RealNVP)}

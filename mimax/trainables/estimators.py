@@ -269,14 +269,4 @@ class Triplet(Estimator):
         return Estimate(value, value)
 
 
-ESTIMATORS: dict[str, type[Estimator]] = {
-    NCE.name: NCE,
-    NWJ.name: NWJ,
-    JS.name: JS,
-    DV.name: DV,
-    MINE.name: MINE,
-    SMILE.name: SMILE,
-    TUBA.name: TUBA,
-    KPair.name: KPair,
-    Triplet.name: Triplet,
-}
+ESTIMATORS: dict[str, type[Estimator]] = {c.name: c for c in (NCE, NWJ, JS, DV, MINE, SMILE, TUBA, KPair, Triplet)}

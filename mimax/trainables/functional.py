@@ -94,9 +94,7 @@ class Stacked:
         return {"params": {k: v.detach() for k, v in params.items()}, "buffers": dict(buffers)}
 
     def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
-        params, buffers = self.tensors()
         with torch.no_grad():  # in place: the optimiser holds these tensors
-            for k, v in params.items():
-                v.copy_(state["params"][k])
-            for k, v in buffers.items():
-                v.copy_(state["buffers"][k])
+            for kind, tensors in zip(("params", "buffers"), self.tensors()):
+                for k, v in tensors.items():
+                    v.copy_(state[kind][k])

@@ -15,9 +15,8 @@ import math
 import torch
 from torch import nn
 
+from mimax.contract import INITS
 from mimax.errors import ConfigError
-
-INITS = ("torch", "tf")
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)

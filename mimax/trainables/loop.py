@@ -103,15 +103,11 @@ class Trainer:
         self._training: bool | None = None
 
     # ----------------------------------------------------------------- set-up
-    def param_counts(self) -> dict[str, int]:
-        """Parameters of one replicate, per module (an estimator's own only if it has any)."""
-        return self.mode.param_counts()
-
     def start_record(self, r: int = 0) -> Record:
         """What replicate r is: its parameters, config, device, the data's true MI, the estimator's ceiling."""
         return {
             "event": "start",
-            "params": self.param_counts(),
+            "params": self.mode.param_counts(),  # one replicate's (an estimator's own only if it has any)
             "config": self.cfg.model_copy(update={"seed": self.seeds[r]}).to_dict(),
             "device": str(self.device),
             "true_mi": self.data.true_mi,
@@ -164,11 +160,10 @@ class Trainer:
     def _probes(self, idx: list[int], sel: Index) -> dict[str, list[float]]:
         """Each probe's accuracy for each live replicate, by label; g1's features are computed once."""
         data = [self.data.probe_data(self.eval_gen(r, 3)) for r in idx]
-        n = self.cfg.eval.probe_train_size
-        cut = (lambda t: t) if n is None else (lambda t: t[:n])  # noqa: E731
-        f_tr = self.features([cut(d[0]) for d in data], sel)
+        n = self.cfg.eval.probe_train_size  # None: t[:n] is all of t, a view
+        f_tr = self.features([d[0][:n] for d in data], sel)
         f_te = self.features([d[2] for d in data], sel)
-        y_tr, y_te = [cut(d[1]) for d in data], [d[3] for d in data]
+        y_tr, y_te = [d[1][:n] for d in data], [d[3] for d in data]
         same = all(torch.equal(y, y_tr[0]) for y in y_tr) and all(torch.equal(y, y_te[0]) for y in y_te)
         jobs = [(f_tr[i], y_tr[i], f_te[i], y_te[i]) for i in range(len(idx))]
         workers = min(len(jobs), torch.get_num_threads())  # the trial's CPUs (Ray sets the thread count)

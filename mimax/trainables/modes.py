@@ -78,9 +78,7 @@ class Mode:
 
     def param_counts(self) -> dict[str, int]:
         """Parameters of one replicate, per module."""
-        counts = {"g1": 0, "g2": 0, "critic": 0}
-        counts.update({name: s.n_params() for name, s in self.trainer.stacks.items()})
-        return counts
+        return {"g1": 0, "g2": 0, "critic": 0, **{name: s.n_params() for name, s in self.trainer.stacks.items()}}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -279,7 +277,4 @@ class Adversarial(Mode):
         self.warm = state["warm"]
 
 
-MODES: dict[str, type[Mode]] = {
-    InfoMax.name: InfoMax,
-    Adversarial.name: Adversarial,
-}
+MODES: dict[str, type[Mode]] = {c.name: c for c in (InfoMax, Adversarial)}

@@ -147,22 +147,18 @@ def try_out(encoder: tuple[type, Params], critic: tuple[type, Params] | None,
     enc_cls, enc_params = encoder
     out_dim = enc_cls.output_dim(enc_params, view)
     if is_plugin("encoder", enc_cls):
-        _cached(_encoder, enc_cls, enc_params, view)
+        _checked(_encoder, enc_cls, enc_params, view)
     if critic is not None and is_plugin("critic", critic[0]):
-        _cached(_critic, *critic, out_dim)
+        _checked(_critic, *critic, out_dim)
     if estimator is not None and is_plugin("estimator", estimator[0]):
-        _cached(_estimator, *estimator)
-
-
-def _cached(check: Callable, cls: type, params: Params, *dims: Any) -> None:
-    _checked(check, cls, params.model_dump_json(), dims, params)
+        _checked(_estimator, *estimator)
 
 
 _DONE: set = set()  # (check, class, params, dims) tried out already in this process
 
 
-def _checked(check: Callable, cls: type, params_json: str, dims: tuple, params: Params) -> None:
-    key = (check, cls, params_json, dims)
+def _checked(check: Callable, cls: type, params: Params, *dims: Any) -> None:
+    key = (check, cls, params.model_dump_json(), dims)
     if key in _DONE:
         return
     gen = torch.Generator().manual_seed(0)

@@ -324,7 +324,4 @@ class TorchProbe(Probe):
         return torch.where(ok[:, None, None], m, diag)
 
 
-PROBES: dict[str, type[Probe]] = {
-    "sklearn": SklearnProbe,
-    "torch": TorchProbe,
-}
+PROBES: dict[str, type[Probe]] = {c.name: c for c in (SklearnProbe, TorchProbe)}

@@ -54,11 +54,8 @@ def records_of(result: dict[str, Any] | None) -> dict[str, dict]:
 
 def summary(records: dict[str, dict], step: int) -> dict[str, Any]:
     """Top-level metrics of a pack's result: the members' mean, where every member has a value."""
-    out: dict[str, Any] = {"step": step, "event": "eval"}
     evals = [r for r in records.values() if r.get("event") == "eval"]
-    if not evals:
-        out["event"] = "diverged"
-        return out
+    out: dict[str, Any] = {"step": step, "event": "eval" if evals else "diverged"}
     for key in MEAN_KEYS:
         values = [r.get(key) for r in evals]
         if values and all(v is not None for v in values):

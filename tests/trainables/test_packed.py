@@ -126,7 +126,7 @@ def test_target_loss_and_a_pack_of_three():
 def test_an_encoder_without_parameters():
     cfg = dict(config(), encoder={"name": "identity"})
     assert_matches_reference(cfg)
-    assert Trainer(cfg, [0, 1]).param_counts()["g1"] == 0
+    assert Trainer(cfg, [0, 1]).start_record()["params"]["g1"] == 0
 
 
 def test_noisy_views_draw_their_own_noise_per_replicate():
@@ -202,12 +202,12 @@ def test_param_counts_and_start_records():
     pack = Trainer(cfg, [4, 2])
     mods = built(cfg, 4)
     count = {n: sum(p.numel() for p in m.parameters()) for n, m in mods.items()}
-    assert pack.param_counts() == count == Trainer(dict(cfg, seed=2)).param_counts()
+    assert pack.start_record()["params"] == count == Trainer(dict(cfg, seed=2)).start_record()["params"]
     for r, seed in enumerate([4, 2]):
         start = Trainer(dict(cfg, seed=seed)).start_record()
         assert pack.start_record(r) == start
         assert start["config"]["seed"] == seed and start["ceiling"] is None and start["true_mi"] is None
-    adversarial = Trainer(ADVERSARIAL).param_counts()
+    adversarial = Trainer(ADVERSARIAL).start_record()["params"]
     assert adversarial == {"g1": 32 * 32 + 32 + 32 * 16 + 16, "g2": 0, "critic": 0, "classifier": 16 * 10 + 10}
 
 

@@ -101,10 +101,8 @@ def compare(c: Contrast, op: str, alpha: float, margin: float | None = None, tol
         above_high, below_high = _beyond(c.estimate, tol, c.se, c.df)
         p_holds = max(above_low, below_high)
         p_fails = min(1.0, 2 * min(above_high, below_low))
-    if c.se == 0:
-        half = 0.0
-    else:
-        half = float(sps.t.ppf(1 - alpha / 2, c.df)) * c.se if math.isfinite(c.se) else math.nan
+    # se = 0 gives half = 0: Student's quantile is finite at every df ≥ 1, inf included
+    half = float(sps.t.ppf(1 - alpha / 2, c.df)) * c.se if math.isfinite(c.se) else math.nan
     return Test(c.estimate, (c.estimate - half, c.estimate + half), p_holds, p_fails, c.n, c.se, c.df)
 
 

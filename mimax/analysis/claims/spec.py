@@ -305,19 +305,9 @@ def load_claims(name_or_path: str) -> tuple[ClaimsFile, str]:
     return parsed, source
 
 
-class _UnknownFirst:
-    """A ValidationError's errors with unknown keys first: a misspelt key explains the missing one."""
-
-    def __init__(self, exc: ValidationError):
-        self._errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
-
-    def errors(self) -> list:
-        return self._errors
-
-
 def _located(exc: ValidationError, raw: dict, source: str) -> ConfigError:
     """The first validation error as ``<source>: claim <id>: <key>: <message>``."""
-    err = from_validation_error(_UnknownFirst(exc))
+    err = from_validation_error(exc, unknown_first=True)
     parts = err.path.split(".") if err.path else []
     if len(parts) >= 2 and parts[0] == "claims" and parts[1].isdigit():
         i = int(parts[1])

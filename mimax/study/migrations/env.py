@@ -20,7 +20,7 @@ def include_name(name, type_, parent_names) -> bool:
     return type_ != "table" or (name or "").startswith("mimax_")
 
 
-def _configure(connection) -> None:
+def _migrate(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
@@ -29,21 +29,19 @@ def _configure(connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
         compare_type=True,
     )
+    with context.begin_transaction():  # a no-op inside the transaction mimax hands over
+        context.run_migrations()
 
 
 def run_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        _configure(connection)
-        with context.begin_transaction():  # a no-op inside the caller's transaction
-            context.run_migrations()
+        _migrate(connection)
         return
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     engine = create_engine(url)
     with engine.connect() as conn:
-        _configure(conn)
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(conn)
     engine.dispose()
 
 

@@ -13,14 +13,7 @@ from mimax.trainables.data.gaussian import CorrelatedGaussian, NonIIDGaussian
 from mimax.trainables.data.images import CIFAR10, MNIST, Digits, FashionMNIST, ImageHalves
 
 DATASETS: dict[str, type[Views]] = {
-    "mnist": MNIST,
-    "fashion-mnist": FashionMNIST,
-    "digits": Digits,
-    "cifar10": CIFAR10,
-    "gaussian": CorrelatedGaussian,
-    "noniid-gaussian": NonIIDGaussian,
-    "arrays": Arrays,
-}
+    c.name: c for c in (MNIST, FashionMNIST, Digits, CIFAR10, CorrelatedGaussian, NonIIDGaussian, Arrays)}
 
 __all__ = [
     "Arrays",

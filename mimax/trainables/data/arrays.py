@@ -52,7 +52,6 @@ class Arrays(HeldViews):
 
     def __init__(self, params: Params, device: torch.device | str = "cpu"):
         super().__init__(params, device)
-        self.spec = self.spec_for(params)
         x1, x2, labels, split = _load(params.path, *_stamp(params.path))
         self.hold({s: (x1[split == s], x2[split == s], labels[split == s]) for s in SPLITS})
         self.n_classes = int(labels.max()) + 1

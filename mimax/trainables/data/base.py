@@ -21,7 +21,8 @@ class Views:
     - ``probe_data(gen)`` -> (x_train, y_train, x_test, y_test): view 1 only, with fresh evaluation
       noise; only for ``labelled`` datasets.
     ``true_mi`` is the analytic MI between the views in nats, where known, else None.
-    ``spec_for(params)`` gives the ViewSpec without loading data, so configs validate cheaply.
+    ``spec_for(params)`` gives the ViewSpec without loading data, so configs validate cheaply; ``__init__``
+    sets ``spec`` from it.
     """
 
     name: ClassVar[str]
@@ -35,6 +36,7 @@ class Views:
     def __init__(self, params: Params, device: torch.device | str = "cpu"):
         self.params = params
         self.device = torch.device(device)
+        self.spec = self.spec_for(params)
 
     @classmethod
     def spec_for(cls, params: Params) -> ViewSpec:
@@ -51,6 +53,10 @@ class Views:
 
     def probe_data(self, gen: torch.Generator):
         raise NotImplementedError  # pragma: no cover
+
+    def _randn(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        """Standard normal float32 drawn with ``gen`` on its device, moved to the data's device."""
+        return torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32).to(self.device)
 
 
 SPLITS = ("train", "test")
@@ -89,9 +95,6 @@ class HeldViews(Views):
 
     def size(self, split: str) -> int:
         return len(self._labels[check_split(split)])
-
-    def _randn(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        return torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32).to(self.device)
 
     def _indices(self, split: str, k: int, gen: torch.Generator) -> torch.Tensor:
         """k distinct examples, uniformly at random (a batch of a shuffled stream holds no repeats)."""

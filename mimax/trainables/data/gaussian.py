@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mimax.errors import ConfigError
 from mimax.trainables.base import Params, ViewSpec
-from mimax.trainables.data.base import Views
+from mimax.trainables.data.base import Views, check_split
 
 
 class _Synthetic(Views):
@@ -17,20 +17,8 @@ class _Synthetic(Views):
 
     labelled = False
 
-    def __init__(self, params: Params, device: torch.device | str = "cpu"):
-        super().__init__(params, device)
-        self.spec = self.spec_for(params)
-
-    @classmethod
-    def spec_for(cls, params: Params) -> ViewSpec:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _randn(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        return torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32).to(self.device)
-
     def eval_batches(self, split: str, k: int, n: int, gen: torch.Generator):
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        check_split(split)
         return [self.train_batch(k, gen) for _ in range(n)]
 
     def probe_data(self, gen: torch.Generator):

@@ -29,11 +29,8 @@ FILES = (
 
 
 def md5(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def parse_idx(raw: bytes, expect_magic: int, where: str) -> np.ndarray:

@@ -51,7 +51,6 @@ class ImageHalves(HeldViews):
 
     def __init__(self, params: Params, device: torch.device | str = "cpu"):
         super().__init__(params, device)
-        self.spec = self.spec_for(params)
         x_tr, y_tr, x_te, y_te = self.load()
         h = self.image_shape[1] // 2
         self.hold({split: (x[:, :, :h, :], x[:, :, h:, :], y) for split, x, y in
@@ -63,14 +62,12 @@ def _with_channel(arrays):
     return x_tr[:, None], y_tr, x_te[:, None], y_te
 
 
-def mnist_dir(root: str | None) -> tuple[Path, str]:
+def mnist_dir(root: str | None) -> Path:
     """Where MNIST is read from: data.root, else $MIMAX_DATA/mnist, else the copy shipped in the package."""
     if root is not None:
-        return Path(root), "data.root"
+        return Path(root)
     env = os.environ.get("MIMAX_DATA")
-    if env:
-        return Path(env) / "mnist", "data.root"
-    return MNIST_DIR, "data.root"
+    return Path(env) / "mnist" if env else MNIST_DIR
 
 
 class MNIST(ImageHalves):
@@ -86,9 +83,8 @@ class MNIST(ImageHalves):
         root: str | None = None  # directory with the four .gz files; default $MIMAX_DATA/mnist or the shipped copy
 
     def load(self):
-        directory, path = mnist_dir(self.params.root)
         hint = "set data.root (or MIMAX_DATA to a directory holding mnist/) to where the four MNIST .gz files are"
-        return _with_channel(load_split_dir(directory, "mnist", hint, MNIST_MD5, path=path))
+        return _with_channel(load_split_dir(mnist_dir(self.params.root), "mnist", hint, MNIST_MD5))
 
 
 class FashionMNIST(ImageHalves):

@@ -11,7 +11,7 @@ written too.
 
 --check renders to memory and exits 1, printing a unified diff, when a file on disk differs. Bad input (an
 unknown placeholder, claim, finding, study or metric; a malformed placeholder; a missing database) is one
-line on stderr and exit 2. --partial renders a database that lacks some of the claims' studies (while
+line on stderr and exit 2. --partial renders a database that lacks some of the claims' studies, or holds them unfinished (while
 `make reproduce` is still running): their claims are left out of the verification and every placeholder
 about them shows *pending*.
 """
@@ -99,7 +99,8 @@ class Source:
                                                f"finish, or run sqlite3 {shown(path)} 'PRAGMA wal_checkpoint(TRUNCATE)'")
         self.studies = list_studies(self.url)
         self.claims_file, self.source = load_claims(CLAIMS)
-        present = {s["name"] for s in self.studies}
+        # with --partial a study still running is pending too: its numbers would change under the page
+        present = {s["name"] for s in self.studies if not self.partial or s["status"] == "completed"}
         keep = []
         for claim in self.claims_file.claims:
             missing = [s for s in studies_of(claim, self.claims_file.budget) if s not in present]
@@ -175,7 +176,7 @@ class Source:
         where = f"`{shown(path)}`, SQLite, {size_text(self.url)}" if path else "a server database"
         rows = []
         for s in self.studies:
-            envs = self.data(s["name"]).environment
+            envs = [] if s["name"] in self.awaited else self.data(s["name"]).environment
             sessions = "; ".join(_session(e) for e in envs) or "none recorded"
             machines = "; ".join(dict.fromkeys(_machine(e) for e in envs)) or "–"
             done = s["trial_counts"].get("completed", 0)
@@ -185,7 +186,7 @@ class Source:
                  placeholders.table(["study", "budget", "status", "trials completed / total",
                                      "sessions: git commit, start (UTC)", "machine"], rows)]
         if self.awaited:
-            lines += ["", f"Not in the database yet (*pending*): {', '.join(self.awaited)}."]
+            lines += ["", f"Not in the database yet, or not finished (*pending*): {', '.join(self.awaited)}."]
         return "\n".join(lines)
 
 
@@ -213,7 +214,7 @@ def outputs(args) -> dict[Path, str]:
     placeholders.check(text, shown(template))
     source = Source(args.db, partial=args.partial)
     if source.awaited:
-        print(f"generate.py: pending (not in the database yet): {', '.join(source.awaited)}", file=sys.stderr)
+        print(f"generate.py: pending (not in the database yet, or not finished): {', '.join(source.awaited)}", file=sys.stderr)
     out = {Path(args.out): placeholders.render(text, source, shown(template))}
     if args.readme:
         readme = Path(args.readme)

@@ -68,8 +68,8 @@ def write_paper_studies(url: str) -> None:
         return {**_probes(ramp(0.832, 0.40, frac), ramp(0.832, 0.55, frac), s, SEEDS, sd=0.01),
                 "classifier_accuracy": 0.1 if step == 0 else ramp(0.5, 0.6, frac) + 0.01 * z(s, SEEDS)}
 
-    planted_study(url, "fig1c-adversarial-cpu", critics=(), estimators=(), steps=(0, 40, 80, 120, 160, 200),
-                  record=fig1c, base={**mnist, "train": {"mode": "adversarial"}, "adversarial": {"warmup": 300},
+    planted_study(url, "fig1c-adversarial-cpu", critics=(), estimators=(), steps=(0, 200, 400, 600, 800, 1000),
+                  record=fig1c, base={**mnist, "train": {"mode": "adversarial"}, "adversarial": {"warmup": 1000},
                                       "eval": subset}, **common)
 
     def fig2(lv, s, step, frac):

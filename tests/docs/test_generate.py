@@ -225,9 +225,9 @@ def test_study_keys(planted, source):
             "WHERE s.name = 'fig1c-adversarial-cpu'")]
     text = " ".join(f"{{{{study fig1c-adversarial-cpu {k}}}}}" for k in
                     ("seeds", "trials", "completed", "configurations", "adversarial.warmup", "train.steps"))
-    assert rendered(source, text) == " ".join(map(str, (seeds, len(configs), len(configs), 1,
-                                                        configs[0]["adversarial"]["warmup"],
-                                                        configs[0]["train"]["steps"])))
+    assert rendered(source, text) == " ".join(f"{x:,}" for x in (seeds, len(configs), len(configs), 1,
+                                                                 configs[0]["adversarial"]["warmup"],
+                                                                 configs[0]["train"]["steps"]))
     assert rendered(source, "{{study fig3-nwj-21k-cpu train.steps}}") == "21,000"
 
 
@@ -437,6 +437,12 @@ def test_partial_marks_the_studies_not_yet_in_the_database_pending(planted, tmp_
             for table in ("mimax_trials", "mimax_environment"):
                 con.execute(f"DELETE FROM {table} WHERE study_id = ?", (sid,))
             con.execute("DELETE FROM mimax_studies WHERE id = ?", (sid,))
+        # sec4-metric-cpu has started: its trials run and none has evaluated yet
+        sid, = con.execute("SELECT id FROM mimax_studies WHERE name = 'sec4-metric-cpu'").fetchone()
+        con.execute("UPDATE mimax_studies SET status = 'running' WHERE id = ?", (sid,))
+        con.execute("UPDATE mimax_trials SET state = 'running' WHERE study_id = ?", (sid,))
+        con.execute("DELETE FROM mimax_evaluations WHERE trial_id IN (SELECT id FROM mimax_trials WHERE "
+                    "study_id = ?)", (sid,))
     template = tmp_path / "t.md.in"
     template.write_text('{{summary}}\n\n{{claims "fig4c non-i.i.d."}}\n\n{{value fig4c-noniid-cpu bound_test}} / '
                         '{{finding "fig4c non-i.i.d." verdict}} / {{claim fig4c-noniid-above-iid ci}} / '
@@ -447,8 +453,8 @@ def test_partial_marks_the_studies_not_yet_in_the_database_pending(planted, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown study 'pixel-baseline-cpu'" in err, err
     assert quick([*args, "--partial"]) == 0
-    assert capsys.readouterr().err == ("generate.py: pending (not in the database yet): fig4c-noniid-cpu, "
-                                       "pixel-baseline-cpu\n")
+    assert capsys.readouterr().err == ("generate.py: pending (not in the database yet, or not finished): "
+                                       "fig4c-noniid-cpu, pixel-baseline-cpu, sec4-metric-cpu\n")
     out = (tmp_path / "out.md").read_text()
     assert "| fig4c non-i.i.d. | *pending* | *pending* | *pending* | *pending* |  |" in out
     assert "| pixel baseline | *pending* | *pending* | *pending* | *pending* |  |" in out
@@ -458,8 +464,12 @@ def test_partial_marks_the_studies_not_yet_in_the_database_pending(planted, tmp_
     assert "| calibration | – (no probe) | – (no probe) | fails | 5 / 1 / 0 |  |" in out
     fig4c = [c.id for c in load_claims("paper")[0].claims if c.finding == "fig4c non-i.i.d."]
     assert all(f"| `{cid}` | *pending* |" in out for cid in fig4c)
-    assert "*pending* / *pending* / *pending* / holds / *pending*" in out
-    assert "8 studies." in out and "Not in the database yet (*pending*): fig4c-noniid-cpu, pixel-baseline-cpu." in out
+    assert "| §4 metric learning | *pending* | *pending* | *pending* | *pending* |  |" in out
+    assert "*pending* / *pending* / *pending* / *pending* / *pending*" in out
+    assert "8 studies." in out and ("Not in the database yet, or not finished (*pending*): fig4c-noniid-cpu, "
+                                    "pixel-baseline-cpu, sec4-metric-cpu.") in out
+    row, = [line for line in out.splitlines() if line.startswith("| sec4-metric-cpu |")]
+    assert re.fullmatch(r"\| sec4-metric-cpu \| \w+ \| running \| 0 / \d+ \| none recorded \| – \|", row), row
 
 
 def test_a_database_whose_wal_holds_pages_not_in_the_file_is_refused(planted, tmp_path, capsys):

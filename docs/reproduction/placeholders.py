@@ -49,7 +49,7 @@ class Kind:
 
     def usage(self, name: str) -> str:
         opts = {"where": "where=KEY=VALUE[,KEY=VALUE]", "at": "at=final|STEP", "stat": f"stat={'|'.join(STATS)}",
-                "fmt": "fmt=SPEC"}
+                "fmt": "fmt=SPEC", "none": "none=TEXT"}
         words = [name, *(f"[{a}]" if a.endswith("...") else a for a in self.args), *(f"[{opts[o]}]" for o in self.options)]
         return "{{" + " ".join(words) + "}}"
 
@@ -62,7 +62,7 @@ KINDS = {
     "claim": Kind(("ID", "FIELD"), ("fmt",)),
     "configs": Kind(("STUDY", "METRIC..."), ("where", "fmt")),
     "value": Kind(("STUDY", "METRIC"), ("where", "at", "stat", "fmt")),
-    "study": Kind(("STUDY", "KEY")),
+    "study": Kind(("STUDY", "KEY"), ("none",)),
     "calibration": Kind(("STUDY",), ("where",)),
     "family": Kind(("FIELD", "SEEDS...")),
 }
@@ -352,7 +352,7 @@ def _study(source, args, opts) -> str:
         raise unknown("key", key, [*counts, *data.trials.columns], f"of study {data.name} (keys: "
                       f"{', '.join(counts)}, or a config key such as train.steps)")
     present = [v for v in data.trials[key].drop_duplicates() if v is not None and not pd.isna(v)]
-    return ", ".join(text(v) for v in sorted(present, key=lambda v: (str(type(v)), v))) or "–"
+    return ", ".join(text(v) for v in sorted(present, key=lambda v: (str(type(v)), v))) or opts.get("none", "–")
 
 
 def _calibration(source, args, opts) -> str:

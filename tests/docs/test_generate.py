@@ -231,6 +231,23 @@ def test_study_keys(planted, source):
     assert rendered(source, "{{study fig3-nwj-21k-cpu train.steps}}") == "21,000"
 
 
+def test_a_study_key_no_trial_sets_shows_its_none_text():
+    import pandas as pd
+
+    class Data:
+        name, study = "s", {"seeds": 2}
+        trials = pd.DataFrame({"state": ["completed"] * 2, "config_id": [0, 0],
+                               "eval.probe_train_size": [None, None], "train.steps": [400, 400]})
+
+    class Source:
+        def data(self, name):
+            return Data()
+
+    assert placeholders.render('{{study s eval.probe_train_size none="all 60,000"}}', Source(), "t") == "all 60,000"
+    assert placeholders.render("{{study s eval.probe_train_size}}", Source(), "t") == "–"
+    assert placeholders.render("{{study s train.steps none=x}}", Source(), "t") == "400"
+
+
 def test_calibration_table_is_bias_variance_and_mse_per_estimator_and_true_mi(planted, source):
     out = rendered(source, "{{calibration calibration-cpu}}").splitlines()
     assert out[0] == "| estimator | 2 nats | 4 nats | 6 nats | 8 nats | 10 nats |"

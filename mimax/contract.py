@@ -308,6 +308,11 @@ _UniqueKeyLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def yaml_value(text: str) -> Any:
+    """One YAML document from text, read as config files are (YAML 1.2 floats, unique keys)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: str, kind: str) -> Any:
     """A YAML file (a ``kind`` file: "config", "space") as data; every problem one ConfigError line."""
     try:

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import ValidationError
 
-from mimax.contract import PROBE_LABEL, SPEED_DEFAULTS, AdversarialConfig, TrialConfig
+from mimax.contract import PROBE_LABEL, SPEED_DEFAULTS, AdversarialConfig, TrialConfig, yaml_value
 from mimax.errors import ConfigError, from_validation_error
 from mimax.trainables.base import Params, ViewSpec, lookup, parse_params
 from mimax.trainables.data import DATASETS
@@ -150,15 +150,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, value = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError("--set", f"expected key=value with a dotted key, got {item!r}")
-    try:
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
+    try:  # as a config file reads it: 3e-4 is a number (YAML 1.2), not the text YAML 1.1 makes of it
+        parsed = yaml_value(value) if value else ""
+    except (yaml.YAMLError, ConfigError):
         parsed = value
-    if isinstance(parsed, str):
-        try:  # YAML 1.1 reads 3e-4 (no dot) as a string; a user means the number
-            parsed = float(parsed)
-        except ValueError:
-            pass
     return key.split("."), parsed
 
 

@@ -116,6 +116,11 @@ def test_overrides():
     cfg = apply_overrides(BASE, ["encoder.name=convnet", "train.lr=3e-4", "estimator.target=2"])
     assert cfg["encoder"] == {"name": "convnet"}
     assert cfg["train"]["lr"] == 3e-4 and cfg["estimator"]["target"] == 2
+    # a value reads as in a config file (YAML 1.2 floats); text that is not YAML stays text
+    cfg = apply_overrides(BASE, ["train.lr=1E+2", "data.name=inf", "encoder.name=a: b: c", "eval.probe={x: 1, x: 2}"])
+    assert cfg["train"]["lr"] == 100.0 and isinstance(cfg["train"]["lr"], float)
+    assert cfg["data"]["name"] == "inf" and cfg["encoder"] == {"name": "a: b: c"}
+    assert cfg["eval"]["probe"] == "{x: 1, x: 2}"  # a duplicate key is not YAML a config file accepts
     # A component's params go when its name changes, so old params never leak into a new component.
     cfg = apply_overrides(with_(critic={"name": "separable", "hidden": 50}), ["critic.name=bilinear"])
     assert cfg["critic"] == {"name": "bilinear"}

@@ -11,9 +11,9 @@ written too.
 
 --check renders to memory and exits 1, printing a unified diff, when a file on disk differs. Bad input (an
 unknown placeholder, claim, finding, study or metric; a malformed placeholder; a missing database) is one
-line on stderr and exit 2. --partial renders a database that lacks some of the claims' studies, or holds them unfinished (while
-`make reproduce` is still running): their claims are left out of the verification and every placeholder
-about them shows *pending*.
+line on stderr and exit 2. --partial renders a database that lacks some of the claims' studies, or holds
+them unfinished (while `make reproduce` is still running): their claims are left out of the verification
+and every placeholder about them shows *pending*.
 """
 
 from __future__ import annotations
@@ -214,7 +214,8 @@ def outputs(args) -> dict[Path, str]:
     placeholders.check(text, shown(template))
     source = Source(args.db, partial=args.partial)
     if source.awaited:
-        print(f"generate.py: pending (not in the database yet, or not finished): {', '.join(source.awaited)}", file=sys.stderr)
+        print(f"generate.py: pending (not in the database yet, or not finished): {', '.join(source.awaited)}",
+              file=sys.stderr)
     out = {Path(args.out): placeholders.render(text, source, shown(template))}
     if args.readme:
         readme = Path(args.readme)

@@ -377,7 +377,7 @@ def _family(source, args, opts) -> str:
     Holm's family; ``t SEEDS``: the t statistic a claim read from one configuration's SEEDS seeds must
     pass to hold at the first (strictest) step of Holm, one-sided at alpha / 2 / m."""
     v = source.verification
-    m = sum(d.p_holds_holm is not None for d in v.verdicts)
+    m = v.holm_size
     field, seeds = args[0], args[1:]
     if field == "text" and not seeds:
         return family_text(v)

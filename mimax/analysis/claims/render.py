@@ -64,7 +64,7 @@ def p_text(d) -> str:
 
 
 def family_text(v: Verification) -> str:
-    stat = sum(d.p_holds_holm is not None for d in v.verdicts)
+    stat = v.holm_size
     exempt = len(v.verdicts) - stat
     return (f"alpha {v.alpha:g}: Holm over {stat} claim{'s' * (stat != 1)} at {v.alpha / 2:g} per side"
             f"{f', {exempt} exempt' if exempt else ''}; {v.n_boot:,} resamples, seed {v.seed}")

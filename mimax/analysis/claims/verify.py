@@ -99,6 +99,11 @@ class Verification:
         return {v: sum(d.verdict == v for d in self.verdicts) for v in VERDICTS}
 
     @property
+    def holm_size(self) -> int:
+        """How many claims Holm's adjustment ran over (the others are exempt)."""
+        return sum(d.p_holds_holm is not None for d in self.verdicts)
+
+    @property
     def all_hold(self) -> bool:
         return all(d.verdict == "holds" for d in self.verdicts)
 

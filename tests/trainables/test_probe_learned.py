@@ -30,14 +30,19 @@ PROTOCOL = {"data": {"name": "mnist"}, "init": "tf", "eval": {"every": 10**6, "p
 CASES = {
     "identity": ({"encoder": {"name": "identity"}, "critic": {"name": "bilinear"}, "estimator": {"name": "nce"},
                   "train": {"steps": 0, "adam": "tf1"}}, "identity"),
-    "mlp-concat": ({"encoder": {"name": "mlp"}, "critic": {"name": "concat"}, "estimator": {"name": "nwj"},
-                    "train": {"steps": 100, "adam": "tf1"}}, "mlp"),
-    "convnet-separable": ({"encoder": {"name": "convnet", "channels": [16, 32]}, "critic": {"name": "separable"},
-                           "estimator": {"name": "nce"}, "train": {"steps": 60, "adam": "tf1"}}, "convnet"),
+    # MLP and ConvNet trained with each of the paper's critics.
+    **{f"mlp-{critic}": ({"encoder": {"name": "mlp"}, "critic": {"name": critic}, "estimator": {"name": "nwj"},
+                          "train": {"steps": 100, "adam": "tf1"}}, "mlp")
+       for critic in ("bilinear", "separable", "concat")},
+    **{f"convnet-{critic}": ({"encoder": {"name": "convnet", "channels": [16, 32]}, "critic": {"name": critic},
+                              "estimator": {"name": "nce"}, "train": {"steps": 60, "adam": "tf1"}}, "convnet")
+       for critic in ("bilinear", "separable", "concat")},
     "residual-mlp": ({"encoder": {"name": "residual-mlp"}, "critic": {"name": "bilinear"},
                       "estimator": {"name": "nce"}, "train": {"steps": 60, "adam": "tf1"}}, "residual-mlp"),
-    "realnvp": ({"encoder": {"name": "realnvp", "layers": 4, "hidden": 64}, "critic": {"name": "bilinear"},
-                 "estimator": {"name": "nwj"}, "train": {"steps": 60, "adam": "tf1"}}, "realnvp"),
+    # RealNVP at initialisation (≈ a permutation of the pixels) and trained.
+    **{name: ({"encoder": {"name": "realnvp", "layers": 4, "hidden": 64}, "critic": {"name": "bilinear"},
+               "estimator": {"name": "nwj"}, "train": {"steps": steps, "adam": "tf1"}}, "realnvp")
+       for name, steps in (("realnvp-init", 0), ("realnvp", 60))},
     # Fig. 1c's game: an affine RealNVP against a linear classifier (features with tiny shifts on constant
     # pixels, which MinMax blows up).
     "realnvp-adversarial": ({"encoder": {"name": "realnvp", "coupling": "affine", "layers": 4, "hidden": 64},

@@ -1,4 +1,5 @@
 import os
+from collections import Counter, defaultdict
 
 import pytest
 import torch
@@ -24,9 +25,7 @@ def small_config():
     }
 
 
-# What each fault test measured (tests/faults, recorded with record_property("fault", line)), printed at
-# the end of the run so that it lands in CI's log; here, not in tests/faults, so that xdist's controller
-# (which collects nothing) has the hook.
+# A test that found a system package (tests/requires.py) says so on its reports.
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item, call):
     what = FOUND.get(item.nodeid)
@@ -34,6 +33,9 @@ def pytest_runtest_makereport(item, call):
         item.user_properties.append(("requires", what))  # copied into this and the later phases' reports
 
 
+# What each fault test measured (tests/faults, recorded with record_property("fault", line)), printed at
+# the end of the run so that it lands in CI's log; here, not in tests/faults, so that xdist's controller
+# (which collects nothing) has the hook.
 def pytest_terminal_summary(terminalreporter):
     reports = [rep for reports in terminalreporter.stats.values() for rep in reports
                if getattr(rep, "when", None) == "call"]
@@ -42,11 +44,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("faults: what each fault test measured")
         for line in lines:
             terminalreporter.write_line(line)
-    outcomes: dict[str, dict[str, int]] = {}
+    outcomes: dict[str, Counter] = defaultdict(Counter)
     for rep in reports:
         for key, what in rep.user_properties:
             if key == "requires":
-                outcomes.setdefault(what, {}).setdefault(rep.outcome, 0)
                 outcomes[what][rep.outcome] += 1
     if outcomes:
         terminalreporter.section("system packages: the tests that found and used them")

@@ -206,7 +206,8 @@ def test_sec4_compares_nce_with_the_metric_learning_losses():
 def test_every_preset_has_smoke_cpu_and_paper_budgets(name):
     spec = load_spec(name)
     assert spec.name == name == Path(spec.source).stem and spec.description
-    assert list(spec.budgets) == ["smoke", "cpu", "paper"] and spec.default_budget == "smoke"
+    assert list(spec.budgets) in (["smoke", "cpu", "paper"], ["smoke", "cpu", "paper-steps", "paper"])
+    assert spec.default_budget == "smoke"
     smoke, cpu, paper = (load_space(name, b) for b in ("smoke", "cpu", "paper"))
     s_cfg, c_cfg, p_cfg = (validate({**s.config_for(sample_params(s, 1, 0)[0]), "seed": 0}) for s in (smoke, cpu, paper))
     # smoke: a pipeline check; cpu: a reduced but faithful run (several thousand steps at most, 3+ seeds).
@@ -222,6 +223,11 @@ def test_every_preset_has_smoke_cpu_and_paper_budgets(name):
         return
     assert s_cfg.train.steps < c_cfg.train.steps < p_cfg.train.steps and c_cfg.train.steps <= 5000 and cpu.seeds >= 3
     assert paper.seeds >= 10 and paper.n_configs >= cpu.n_configs >= smoke.n_configs
+    if "paper-steps" in spec.budgets:  # the paper's length and evaluation schedule, fewer seeds (mimax decide)
+        steps = load_space(name, "paper-steps")
+        e_cfg = validate({**steps.config_for(sample_params(steps, 1, 0)[0]), "seed": 0})
+        assert (e_cfg.train.steps, e_cfg.eval.every) == (p_cfg.train.steps, p_cfg.eval.every)
+        assert cpu.seeds <= steps.seeds < paper.seeds and steps.n_configs == paper.n_configs
 
 
 def test_presets_are_package_data():

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
+from mimax.analysis import load
 from mimax.analysis.stats import completed_finals
 from mimax.analysis.tables import isnan, level_text
 from mimax.contract import LOG_COND, mode_metrics
@@ -132,11 +133,11 @@ def _select(ev: pd.DataFrame, metric: str, higher_is_better: bool = True) -> tup
 
 
 def ceilings(data) -> dict[str, float]:
-    """config_id -> the ceiling its trials recorded (log K for NCE), for the configurations that have one."""
-    if "ceiling" not in data.trials.columns:  # a database before revision 0003: none recorded
-        return {}
-    rows = data.trials.dropna(subset=["ceiling"]).drop_duplicates("config_id")
-    return {str(c): float(v) for c, v in zip(rows["config_id"], rows["ceiling"])}
+    """config_id -> its trials' ceiling (log K for NCE; load.ceilings, which knows old databases too),
+    for the configurations that have one."""
+    rows = data.trials.assign(_ceiling=load.ceilings(data.trials)).dropna(subset=["_ceiling"])
+    rows = rows.drop_duplicates("config_id")
+    return {str(c): float(v) for c, v in zip(rows["config_id"], rows["_ceiling"])}
 
 
 def _panels(data, panel_by: str | None) -> list[tuple[str | None, set[str]]]:

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mimax.contract import EVAL_FLOATS, SECTION_FAMILIES, TRIAL_FLOATS
+from mimax.contract import EVAL_FLOATS, SECTION_FAMILIES, TRIAL_FLOATS, ceiling
 from mimax.errors import ConfigError
 from mimax.study.store import Store
 
-__all__ = ["AnalysisError", "StudyData", "final", "list_studies", "load"]
+__all__ = ["AnalysisError", "StudyData", "ceilings", "final", "list_studies", "load"]
 
 SHORT_FACTORS = SECTION_FAMILIES  # a short column is its section's "name": encoder, critic, ...
 _TRIAL_COLUMNS = ("trial_key", "state", "seed", "replicate_group", "replicate_index", "optuna_trial_number", "node",
@@ -180,6 +180,17 @@ def _factors(trials: pd.DataFrame, space: Any) -> list[str]:
             section, _, leaf = key.partition(".")
             out.append(section if leaf == "name" and section in SHORT_FACTORS else key)
     return sorted(out, key=lambda f: ("." in f, out.index(f)))
+
+
+def ceilings(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's ceiling in nats (NaN where its estimator has none): the stored ``ceiling`` column, or
+    in a database from before revision 0003 the rule that revision backfills with (``contract.ceiling``)."""
+    if "ceiling" in trials.columns:
+        return pd.to_numeric(trials["ceiling"], errors="coerce")
+    k = trials.get("train.batch_size", pd.Series(np.nan, index=trials.index))
+    configs = [{"estimator": e, "train": {} if pd.isna(b) else {"batch_size": b}}
+               for e, b in zip(trials.get("estimator", [None] * len(trials)), k)]
+    return pd.Series([ceiling(c) for c in configs], index=trials.index, dtype=float)
 
 
 # ---- final values ---------------------------------------------------------------------------------

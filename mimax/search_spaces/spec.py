@@ -254,6 +254,19 @@ class SpaceSpec:
             raise ConfigError("budget", f"unknown budget {name!r} for space {self.name!r} (choose from {choices})")
         return self.budgets[name]
 
+    def fixed_value(self, key: str, budget: str | None) -> Any:
+        """A fixed (not searched) dotted key's value under ``budget``: the budget's ``set``, else ``base``;
+        None where neither sets it."""
+        for k, v in reversed((self.budget(budget) or Budget("")).set):
+            if k == key:
+                return v
+        node: Any = self.base
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        return node
+
 
 # ----------------------------------------------------------------------------------------- parsing
 def parse_space(raw: Any, source: str | None = None) -> SpaceSpec:

@@ -1,8 +1,10 @@
 """``mimax verify``: planted-truth databases get the right verdicts (a claim that holds, one that fails,
-one that 2 seeds cannot decide, one that Holm's adjustment turns inconclusive); the numbers match
-independent oracles (pandas means over the database, Welch's standard error and degrees of freedom,
-scipy's t distribution, an exhaustive permutation test, a brute-force Holm loop); malformed claims files
-are one line and exit 2; the shipped paper claims run on a database shaped like `make reproduce`'s."""
+one that 2 seeds cannot decide, one that Holm's adjustment turns inconclusive, one read before its
+endpoint, checks apart); the numbers match independent oracles (pandas means over the database, the
+pooled two-sample t-test, Welch's, scipy's paired t-test, scipy's t distribution, statsmodels' power, an
+exhaustive permutation test, a brute-force Holm loop); malformed claims files are one line and exit 2;
+the shipped paper claims run on a database shaped like the reference one. The error rates over many
+synthetic studies are in test_verify_error_rates.py."""
 
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from planted import planted_study
-from planted_paper import EXPECTED, write_paper_studies
+from planted_paper import CHECKS, EXPECTED, write_paper_studies
 from planted_paper import z as unit_noise
 from scipy import stats as sps
 
 from mimax.analysis.claims import evidence as E
 from mimax.analysis.claims import load_claims, verify
+from mimax.analysis.claims.verify import family_of
 from mimax.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,21 +187,159 @@ def test_holm_turns_a_lone_success_into_inconclusive_among_five(db, tmp_path):
     assert "exempt from Holm" in got["lr1"].reason
 
 
-def test_order_matches_welch_on_one_configuration_per_level(db, tmp_path):
+def test_order_is_the_pooled_two_sample_t_test_on_one_configuration_per_level(db, tmp_path):
     res = run_verify(db[1], tmp_path, claim("w", "holm", "order: {factor: critic, a: bilinear, op: '>', b: concat}",
-                                     extra="where: {train.lr: 0.0001}"), n_boot=20_000)
+                                     extra="where: {train.lr: 0.0001}"))
     d = res.verdicts[0]
     rows = [r for r in finals(db[0], "holm") if r["lr"] == 1e-4]
     a = np.array([r["value"] for r in rows if r["critic"] == "bilinear"])
     b = np.array([r["value"] for r in rows if r["critic"] == "concat"])
-    se, df = welch(a, b)
+    t = sps.ttest_ind(a, b, equal_var=True, alternative="greater")  # the oracle: scipy's pooled t-test
     assert d.test.estimate == pytest.approx(a.mean() - b.mean(), abs=1e-12)
-    assert d.test.se == pytest.approx(se, rel=0.02)  # the bootstrap SE over seeds, residuals scaled
-    assert d.test.df == pytest.approx(df)
-    t = sps.ttest_ind(a, b, equal_var=False, alternative="greater")
-    assert d.p_holds == pytest.approx(t.pvalue, rel=0.1)
-    half = sps.t.ppf(0.975, df) * d.test.se
+    assert d.test.df == len(a) + len(b) - 2
+    assert d.p_holds == pytest.approx(t.pvalue, rel=1e-9)
+    half = sps.t.ppf(0.975, d.test.df) * d.test.se
     assert d.test.ci == pytest.approx((d.test.estimate - half, d.test.estimate + half))
+
+
+def test_the_variance_is_pooled_over_every_configuration_the_claim_selects(db, tmp_path):
+    """bilinear > concat where lr = 1e-4 reads two configurations; without the where clause the model
+    has all ten (two critics × five rates): the contrast averages the rates, the df grow to 50 − 10."""
+    res = run_verify(db[1], tmp_path, claim("all", "holm", "order: {factor: critic, a: bilinear, op: '>', b: concat}"),
+                     claim("welch", "holm", "order: {factor: critic, a: bilinear, op: '>', b: concat}",
+                           extra="where: {train.lr: 0.0001}, pool: none"))
+    full, welch_ = res.verdicts
+    rows = finals(db[0], "holm")
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["critic"], r["lr"]), []).append(r["value"])
+    resid = np.concatenate([np.array(v) - np.mean(v) for v in groups.values()])
+    sigma2 = resid @ resid / (len(rows) - len(groups))  # the oracle: residual variance by hand
+    means = {k: np.mean(v) for k, v in groups.items()}
+    diff = np.mean([means[("bilinear", lr)] - means[("concat", lr)] for lr in {k[1] for k in groups}])
+    assert full.test.df == len(rows) - len(groups) == 40
+    assert full.test.estimate == pytest.approx(diff, abs=1e-12)
+    assert full.test.se == pytest.approx(math.sqrt(sigma2 * 10 / 5 / 25), rel=1e-9)  # 10 cells of 5, w = ±1/5
+    assert full.seeds == 5 and len(full.configs) == 10
+    a = np.array(groups[("bilinear", 1e-4)])
+    b = np.array(groups[("concat", 1e-4)])
+    se, df = welch(a, b)  # pool: none is Welch's test
+    assert welch_.test.se == pytest.approx(se, rel=1e-9) and welch_.test.df == pytest.approx(df)
+
+
+def test_pair_by_seed_is_the_paired_t_test_for_two_configurations(tmp_path):
+    """A seed effect shared by both configurations: pairing removes it (scipy's ttest_rel is the oracle)
+    and decides what the unpaired test cannot."""
+    url = f"sqlite:///{tmp_path / 'paired.db'}"
+    shared = [0.3, -0.2, 0.5, -0.4, 0.1, -0.3]
+
+    def rec(lv, seed, step, frac):
+        own = 0.02 * (((seed * 7 + (2 if lv["critic"] == "concat" else 0)) % 5) - 2)  # each configuration's own
+        value = 5.0 + (0.1 if lv["critic"] == "concat" else 0.0) + shared[seed] + own
+        return {"bound_test": value * frac}
+
+    planted_study(url, "p", critics=("bilinear", "concat"), estimators=("nwj",), seeds=6, record=rec,
+                  optuna_study=False)
+    test = "order: {factor: critic, a: concat, op: '>', b: bilinear}"
+    res = run_verify(url, tmp_path, claim("paired", "p", test, metric="bound_test", extra="pair: seed, family: a"),
+                     claim("unpaired", "p", test, metric="bound_test", extra="family: b"))
+    paired, unpaired = res.verdicts
+    rows = finals(tmp_path / "paired.db", "p", "bound_test")
+    by = {c: [r["value"] for r in sorted(rows, key=lambda r: r["key"]) if r["critic"] == c] for c in ("concat", "bilinear")}
+    oracle = sps.ttest_rel(by["concat"], by["bilinear"], alternative="greater")
+    assert paired.test.df == 5 and paired.p_holds == pytest.approx(oracle.pvalue, rel=1e-9)
+    assert paired.verdict == "holds" and unpaired.verdict == "inconclusive"
+
+
+def test_a_claim_read_before_its_endpoint_is_untestable_and_leaves_holm(db, tmp_path):
+    """The truth study trains 1,000 steps: a claim about step 5,000 is untestable, shows the value at
+    step 1,000, is not tested and does not enlarge Holm's family; one about the study's end is tested."""
+    order = "order: {factor: critic, a: bilinear, op: '>', b: concat}"
+    res = run_verify(db[1], tmp_path, claim("late", "truth", order, extra="endpoint: {step: 5000}"),
+                     claim("now", "truth", order, extra="endpoint: study"),
+                     claim("lr1", "holm", order, extra="where: {train.lr: 0.0001}"))
+    late, now, lr1 = res.verdicts
+    assert late.verdict == "untestable" and late.p_holds_holm is None and late.n_needed is None
+    assert (late.endpoint, late.read_at) == (5000, 1000)
+    assert "stops at step 1000, before the claim's endpoint 5000" in late.reason
+    assert late.test.estimate == pytest.approx(now.test.estimate)  # the value at the last step, shown
+    assert now.verdict == "holds" and now.p_holds_holm == pytest.approx(2 * now.p_holds)  # a family of 2
+    assert lr1.p_holds_holm == pytest.approx(max(lr1.p_holds, now.p_holds_holm))
+    assert res.counts()["untestable"] == 1 and res.families()[0]["size"] == 2
+
+
+def test_diverged_trials_are_excluded_and_counted(tmp_path):
+    url = f"sqlite:///{tmp_path / 'div.db'}"
+
+    def rec(lv, seed, step, frac):
+        bound = -42.0 if (lv["critic"], seed) == ("concat", 2) else 3.0
+        acc = (0.85 if lv["critic"] == "bilinear" else 0.80) + 0.002 * (seed - 1.5) + (
+            -0.3 if bound < -10 else 0.0)
+        return {"probe_accuracy": 0.1 + (acc - 0.1) * frac, "bound_test": bound * frac}
+
+    planted_study(url, "d", critics=("bilinear", "concat"), estimators=("nwj",), seeds=4, record=rec,
+                  optuna_study=False)
+    line = claim("c", "d", "order: {factor: critic, a: bilinear, op: '>', b: concat}")
+    parsed, source = load_claims(str(claims_file(tmp_path, line, head="diverged: {metric: bound_test, below: -10}\n")))
+    with_rule = verify(parsed, source, url, n_boot=200).verdicts[0]
+    parsed, source = load_claims(str(claims_file(tmp_path, line)))
+    without = verify(parsed, source, url, n_boot=200).verdicts[0]
+    assert with_rule.excluded == 1 and with_rule.test.n == 7 and without.excluded == 0 and without.test.n == 8
+    assert with_rule.test.estimate == pytest.approx(0.85 - (0.80 + 0.002 * np.mean([-1.5, -0.5, 1.5])), abs=1e-9)
+    assert without.test.estimate > with_rule.test.estimate + 0.05  # the diverged seed's −0.3 moved it
+
+
+def test_families_are_finding_by_probe_with_declared_ones_apart(db, tmp_path):
+    order = "order: {factor: critic, a: bilinear, op: '>', b: concat}"
+    head = "primary_probe: sklearn\n"
+    lines = [claim("a.sklearn", "truth", order), claim("a.torch", "truth", order),
+             claim("b", "truth", order, extra="family: beyond"), claim("c", "truth", order)]
+    lines = [lines[0].replace("probe_accuracy", "probe_accuracy.sklearn"),
+             lines[1].replace("probe_accuracy", "probe_accuracy.torch"), lines[2], lines[3]]
+    parsed, source = load_claims(str(claims_file(tmp_path, *lines, head=head)))
+    assert {c.id: family_of(c, parsed.primary_probe) for c in parsed.claims} == {
+        "a.sklearn": "f", "a.torch": "f · probe torch", "b": "beyond", "c": "f"}
+
+
+def test_n_needed_is_the_seeds_for_80_percent_power_at_the_observed_effect(db, tmp_path):
+    """Two configurations, pooled: the two-sample t-test, whose power statsmodels computes (the oracle).
+    The ten-seeds study's +0.01 at sd 0.005 is decided; the two-seeds one is open and asks for n."""
+    from statsmodels.stats.power import TTestIndPower
+
+    res = run_verify(db[1], tmp_path, claim("two", "two-seeds", "order: {factor: critic, a: bilinear, op: '>', b: concat}"))
+    d = res.verdicts[0]
+    assert d.verdict == "inconclusive" and d.seeds == 2
+    effect = d.test.estimate / d.test.sd  # Cohen's d at the pooled sd
+    n = TTestIndPower().solve_power(effect_size=effect, alpha=0.025, power=0.8, alternative="larger")
+    assert d.n_needed == math.ceil(n - 1e-9)
+    assert d.as_dict()["n_needed"] == d.n_needed
+
+
+def test_a_lead_of_at_least_by(db, tmp_path):
+    """"bilinear beats concat by at least 0.05" (truth: +0.095 over the estimators) holds; by 0.2 fails."""
+    res = run_verify(db[1], tmp_path,
+                     claim("by5", "truth", "order: {factor: critic, a: bilinear, op: '>', b: concat, by: 0.05}"),
+                     claim("by20", "truth", "order: {factor: critic, a: bilinear, op: '>', b: concat, by: 0.2}"),
+                     claim("below", "truth", "order: {factor: critic, a: concat, op: '<', b: bilinear, by: 0.05}"))
+    assert [d.verdict for d in res.verdicts] == ["holds", "fails", "holds"]
+    assert "+ 0.05" in res.verdicts[0].statement and "− 0.05" in res.verdicts[2].statement
+
+
+def test_minus_reads_the_difference_of_two_metrics_per_evaluation(tmp_path):
+    url = f"sqlite:///{tmp_path / 'gap.db'}"
+
+    def rec(lv, seed, step, frac):
+        gap = 0.10 if lv["critic"] == "concat" else 0.02
+        torch_ = 0.85 + 0.003 * (seed - 1)
+        return {"probe_accuracy.torch": torch_, "probe_accuracy.sklearn": torch_ - gap - 0.001 * seed}
+
+    planted_study(url, "g", critics=("bilinear", "concat"), estimators=("nwj",), seeds=3, record=rec,
+                  optuna_study=False)
+    res = run_verify(url, tmp_path, claim("gap", "g", "order: {factor: critic, a: concat, op: '>', b: bilinear}",
+                                          metric="probe_accuracy.torch", extra="minus: probe_accuracy.sklearn"))
+    d = res.verdicts[0]
+    assert d.test.estimate == pytest.approx(0.08, abs=1e-9) and d.verdict == "holds"
+    assert "probe_accuracy.torch − probe_accuracy.sklearn" in d.statement
 
 
 # ---- the other tests -------------------------------------------------------------------------------------
@@ -236,15 +377,18 @@ def test_bound_is_a_census_of_every_evaluation(db, tmp_path):
         claim("floor", "bounds", "bound: {at_least: 3.5}", metric="bound_test"),
     )
     got = {d.claim.id: d for d in res.verdicts}
-    assert {k: d.verdict for k, d in got.items()} == {"nce": "fails", "concat": "holds", "five": "holds",
-                                                        "final": "holds", "floor": "fails"}
+    assert {k: d.verdict for k, d in got.items()} == {"nce": "failed", "concat": "passed", "five": "passed",
+                                                        "final": "passed", "floor": "failed"}
     assert got["nce"].test.estimate == pytest.approx(4.2 - math.log(64))
     assert "trial c0000-s1 at step 500" in got["nce"].strata[0].detail
     n_evals = 3 * 3 * 3  # 3 NCE configurations x 3 seeds x 3 steps, every evaluation
     assert got["nce"].test.n == n_evals and got["final"].test.n == 9
     assert got["concat"].test.estimate == pytest.approx(3.0 - math.log(64))
     assert got["floor"].test.estimate == pytest.approx(3.5 - 3.0)
-    assert all(d.exempt and d.p_holds_holm is None and d.as_dict()["p_holds"] is None for d in got.values())
+    assert all(d.kind == "check" and d.p_holds_holm is None and d.as_dict()["p_holds"] is None for d in got.values())
+    # Checks are not findings: no Holm family, not in the findings' counts.
+    assert res.families() == [] and res.counts() == dict.fromkeys(("holds", "fails", "inconclusive", "untestable"), 0)
+    assert res.check_counts() == {"passed": 3, "failed": 2}
 
 
 def test_correlation_sign(db, tmp_path):
@@ -275,36 +419,35 @@ def test_too_few_seeds_is_inconclusive_with_the_reason(tmp_path):
     parsed, source = load_claims(str(claims_file(tmp_path, claim("c", "one", "order: {factor: critic, a: bilinear, op: '>', b: concat}"))))
     d = verify(parsed, source, url, n_boot=200).verdicts[0]
     assert d.verdict == "inconclusive"
-    assert "has 1 value; an interval needs ≥ 2 seeds per configuration" in d.reason
+    assert "2 values in 2 configurations leave no degrees of freedom for the seed-to-seed variance" in d.reason
 
 
 # ---- the statistics on plain arrays ----------------------------------------------------------------
 
 
-def test_contrast_standard_error_and_degrees_of_freedom():
-    rng = np.random.default_rng(5)
-    groups = [(0.5, rng.normal(1, 1, 4)), (0.5, rng.normal(2, 2, 6)), (-1.0, rng.normal(0, 0.5, 3))]
-    c = E.contrast(groups, 200_000, np.random.default_rng(0))
-    v = [w * w * x.var(ddof=1) / len(x) for w, x in groups]
-    assert c.estimate == pytest.approx(sum(w * x.mean() for w, x in groups))
-    assert c.se == pytest.approx(math.sqrt(sum(v)), rel=0.01)
-    assert c.df == pytest.approx(sum(v) ** 2 / sum(vk ** 2 / (len(x) - 1) for vk, (_, x) in zip(v, groups)))
-    exact_ = E.contrast([(1.0, np.full(3, 0.8)), (-1.0, np.full(3, 0.7))], 100, np.random.default_rng(0), offset=-0.05)
-    assert exact_.se == 0 and exact_.df == math.inf and exact_.estimate == pytest.approx(0.05)
-    t = E.compare(exact_, ">", 0.05)
-    assert (t.p_holds, t.p_fails, t.ci) == (0.0, 1.0, (exact_.estimate, exact_.estimate))
+def test_exact_values_decide_without_sampling_error():
+    frame = __import__("pandas").DataFrame({"config_id": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
+                                            "value": [0.8] * 3 + [0.7] * 3})
+    c = E.fit(frame).contrast({"a": 1.0, "b": -1.0}, offset=-0.05)
+    assert c.se == 0 and c.df == math.inf and c.estimate == pytest.approx(0.05)
+    t = E.compare(c, ">", 0.05)
+    assert (t.p_holds, t.p_fails, t.ci) == (0.0, 1.0, (c.estimate, c.estimate))
 
 
-@pytest.mark.parametrize("op, margin, tol", [(">", None, None), (">=", 0.2, None), ("<", None, None),
-                                              ("<=", 0.2, None), ("~", None, 0.3)])
-def test_compare_p_values_from_students_t(op, margin, tol):
+@pytest.mark.parametrize("op, margin, tol, by", [(">", None, None, None), (">=", 0.2, None, None),
+                                                  ("<", None, None, None), ("<=", 0.2, None, None),
+                                                  ("~", None, 0.3, None), (">", None, None, 0.05),
+                                                  ("<", None, None, 0.05)])
+def test_compare_p_values_from_students_t(op, margin, tol, by):
     c = E.Contrast(estimate=0.1, se=0.08, df=7.0, n=10)
-    t = E.compare(c, op, 0.05, margin, tol)
+    t = E.compare(c, op, 0.05, margin, tol, by)
     cdf = lambda x: sps.t.cdf(x, 7.0)  # noqa: E731
     sf = lambda x: sps.t.sf(x, 7.0)  # noqa: E731
-    want = {">": (sf(0.1 / 0.08), cdf(0.1 / 0.08)), ">=": (sf(0.3 / 0.08), cdf(0.3 / 0.08)),
-            "<": (cdf(0.1 / 0.08), sf(0.1 / 0.08)), "<=": (cdf(-0.1 / 0.08), sf(-0.1 / 0.08)),
-            "~": (max(sf(0.4 / 0.08), cdf(-0.2 / 0.08)), min(1, 2 * min(sf(-0.2 / 0.08), cdf(0.4 / 0.08))))}[op]
+    want = {(">", None): (sf(0.1 / 0.08), cdf(0.1 / 0.08)), (">=", None): (sf(0.3 / 0.08), cdf(0.3 / 0.08)),
+            ("<", None): (cdf(0.1 / 0.08), sf(0.1 / 0.08)), ("<=", None): (cdf(-0.1 / 0.08), sf(-0.1 / 0.08)),
+            ("~", None): (max(sf(0.4 / 0.08), cdf(-0.2 / 0.08)), min(1, 2 * min(sf(-0.2 / 0.08), cdf(0.4 / 0.08)))),
+            (">", 0.05): (sf(0.05 / 0.08), cdf(0.05 / 0.08)),  # θ > 0.05
+            ("<", 0.05): (cdf(0.15 / 0.08), sf(0.15 / 0.08))}[(op, by)]  # θ < −0.05
     assert (t.p_holds, t.p_fails) == pytest.approx(want)
     assert t.ci == pytest.approx((0.1 - sps.t.ppf(0.975, 7) * 0.08, 0.1 + sps.t.ppf(0.975, 7) * 0.08))
 
@@ -312,13 +455,15 @@ def test_compare_p_values_from_students_t(op, margin, tol):
 def test_the_test_keeps_its_level_with_three_seeds_where_a_percentile_bootstrap_does_not():
     """Under a true null (equal means), a claim "a > b" with 3 seeds per side is called holds at most
     about alpha / 2 = 2.5 % of the time; the plain percentile bootstrap calls it about 10 % of the time."""
+    import pandas as pd
+
     rng = np.random.default_rng(11)
     reps, n_boot = 1500, 400
     ours = naive = 0
     for _ in range(reps):
         a, b = rng.standard_normal(3), rng.standard_normal(3)
-        c = E.contrast([(1.0, a), (-1.0, b)], n_boot, rng)
-        ours += E.compare(c, ">", 0.05).p_holds <= 0.025
+        frame = pd.DataFrame({"config_id": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "value": [*a, *b]})
+        ours += E.compare(E.fit(frame).contrast({"a": 1.0, "b": -1.0}), ">", 0.05).p_holds <= 0.025
         boot = a[rng.integers(0, 3, (n_boot, 3))].mean(1) - b[rng.integers(0, 3, (n_boot, 3))].mean(1)
         naive += (1 + (boot <= 0).sum()) / (n_boot + 1) <= 0.025
     assert ours / reps < 0.035 and naive / reps > 0.07
@@ -335,6 +480,25 @@ def test_spearman_permutation_p_matches_the_exhaustive_permutation_test():
     assert t.p_holds == pytest.approx(exact_p, abs=4 * math.sqrt(exact_p / 50_000) + 1e-4)
     assert t.p_fails == pytest.approx(np.mean([r <= rho + 1e-12 for r in perms]), abs=0.01)
     assert t.ci[0] <= rho <= t.ci[1]
+
+
+def test_the_closed_form_pooled_model_and_holm_match_statsmodels():
+    import pandas as pd
+    import statsmodels.api as sm
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"config_id": np.repeat(list("abcd"), [3, 4, 5, 3]), "seed": np.arange(15) % 5,
+                          "value": rng.normal(size=15)})
+    model = E.fit(frame)
+    ols = sm.OLS(frame["value"], pd.get_dummies(frame["config_id"], dtype=float)).fit()
+    assert model.df_resid == ols.df_resid and model.sigma2 == pytest.approx(ols.scale, rel=1e-12)
+    c = model.contrast({"a": 0.5, "b": 0.5, "c": -1.0})
+    t = ols.t_test(np.array([[0.5, 0.5, -1.0, 0.0]]))
+    assert c.estimate == pytest.approx(float(t.effect[0]), rel=1e-12)
+    assert c.se == pytest.approx(float(t.sd[0, 0]), rel=1e-12)
+    for p in ([0.01, 0.04, 0.03, 0.5], list(rng.uniform(size=9)), [0.2]):
+        assert E.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]), rel=1e-12)
 
 
 def test_holm_and_combine():
@@ -378,7 +542,18 @@ MALFORMED = [
     ("claims:\n" + GOOD.replace("study: truth", "preset: fig3"), r"claims\.yaml: claim c1: preset: unknown preset 'fig3' \(choose from "),
     ("claims:\n" + GOOD.replace("study: truth", "preset: fig3-critics"), r"claims\.yaml: claim c1: budget: missing: a preset needs a budget"),
     ("budget: gpu\nclaims:\n" + GOOD.replace("study: truth", "preset: fig3-critics"),
-     r"claims\.yaml: claim c1: budget: unknown budget 'gpu' of preset fig3-critics \(choose from smoke, cpu, paper\)"),
+     r"claims\.yaml: claim c1: budget: unknown budget 'gpu' of preset fig3-critics \(choose from smoke, cpu, paper-steps, paper\)"),
+    ("claims:\n" + GOOD.replace("op: '>'", "op: '>', margin: 0.01"),
+     r"claims\.yaml: claim c1: order\.margin: only with op '>=' or '<=', not '>' \(a lead that a must have over b: op '>' with by\)"),
+    ("claims:\n" + GOOD.replace("op: '>'", "op: '>=', margin: 0.01, by: 0.02"),
+     r"claims\.yaml: claim c1: order\.by: only with op '>' or '<'"),
+    ("claims:\n" + GOOD.replace("op: '>'", "op: '>', by: -0.01"), r"claims\.yaml: claim c1: order\.by: input should be greater than 0"),
+    ("claims:\n" + GOOD.replace("}}", "}, endpoint: last}"), r"claims\.yaml: claim c1: endpoint: expected paper, study or \{step: N\}, got 'last'"),
+    ("claims:\n" + GOOD.replace("}}", "}, endpoint: study, at: {step: 0}}"), r"claims\.yaml: claim c1: endpoint: the claim reads step 0"),
+    ("claims:\n  - {id: c1, finding: f, study: truth, metric: probe_accuracy, pair: seed, versus: {op: '<', value: 1}}\n",
+     r"claims\.yaml: claim c1: pair: pairing by seed compares configurations of one study: only with an order test"),
+    ("claims:\n" + GOOD.replace("}}", "}, pool: all}"), r"claims\.yaml: claim c1: pool: input should be 'selection' or 'none'"),
+    ("diverged: {metric: bound_test}\nclaims:\n" + GOOD, r"claims\.yaml: diverged\.below: missing required key"),
     ("claims:\n  - {id: c1, finding: f, study: truth, metric: probe_accuracy, versus: {op: '<', value: 1, study: truth}}\n",
      r"claims\.yaml: claim c1: versus\.value: a constant takes no study"),
     ("claims:\n  - {id: c1, finding: f, study: truth, metric: probe_accuracy, correlation: {with: bound_test, sign: up}}\n",
@@ -423,18 +598,22 @@ def test_exit_codes_json_and_out(db, tmp_path, capsys):
     path = claims_file(tmp_path, holds)
     assert main(["verify", str(path), "--db", db[1], "--n-boot", "500"]) == 0
     text = capsys.readouterr().out
-    assert "holds        h" in text and "1 hold, 0 fail, 0 inconclusive" in text
+    assert "holds        h" in text and "1 hold, 0 fail, 0 inconclusive, 0 untestable" in text
     path = claims_file(tmp_path, holds, claim("i", "two-seeds", "order: {factor: critic, a: bilinear, op: '>', b: concat}"))
     out_dir = tmp_path / "out"
     assert main(["verify", str(path), "--db", db[1], "--n-boot", "500", "--json", "--out", str(out_dir)]) == 1
     printed = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
-    assert (printed["holds"], printed["fails"], printed["inconclusive"]) == (1, 0, 1)
+    assert (printed["holds"], printed["fails"], printed["inconclusive"], printed["untestable"]) == (1, 0, 1, 0)
+    assert printed["checks"] == {"passed": 0, "failed": 0}
     first = printed["claims"][0]
-    assert {"id", "finding", "verdict", "estimate", "ci", "n", "paper", "p_holds_holm", "strata"} <= set(first)
+    assert {"id", "finding", "kind", "family", "endpoint", "verdict", "estimate", "ci", "n", "seeds", "n_needed",
+            "paper", "p_holds_holm", "strata"} <= set(first)
+    assert (first["kind"], first["family"], first["endpoint"], first["n_needed"]) == ("finding", "f", None, None)
+    assert printed["claims"][1]["n_needed"] >= 3
     assert first["id"] == "h" and first["verdict"] == "holds" and first["paper"] == "bilinear wins"
     assert first["ci"][0] < first["estimate"] < first["ci"][1] and first["n"] == 20
     assert printed["findings"] == [{"finding": "f", "verdict": "inconclusive", "claims": ["h", "i"], "holds": 1,
-                                    "fails": 0, "inconclusive": 1, "probes": {}, "note": ""}]
+                                    "fails": 0, "inconclusive": 1, "untestable": 0, "probes": {}, "note": ""}]
     assert json.loads((out_dir / "verdicts.json").read_text()) == printed
     md = (out_dir / "verdicts.md").read_text()
     assert "| f | h | holds | truth |" in md and "| f | i | inconclusive | two-seeds |" in md
@@ -447,14 +626,18 @@ def paper_db(tmp_path_factory):
     return path, f"sqlite:///{path}"
 
 
-def test_paper_claims_on_a_database_shaped_like_make_reproduces(paper_db, capsys):
+def test_paper_claims_on_a_database_shaped_like_the_reference_one(paper_db, capsys):
     code = main(["verify", "paper", "--db", paper_db[1], "--json"])
     result = json.loads(capsys.readouterr().out)
-    assert code == 1  # two claims fail and two are inconclusive, as planted
-    verdicts = {c["id"]: c["verdict"] for c in result["claims"]}
+    assert code == 1  # a claim fails and two are inconclusive, as planted
+    verdicts = {c["id"]: c["verdict"] for c in result["claims"] if c["kind"] == "finding"}
+    checks = {c["id"]: c["verdict"] for c in result["claims"] if c["kind"] == "check"}
     claims, _ = load_claims("paper")
-    assert list(verdicts) == [c.id for c in claims.claims] and len(verdicts) >= 40
+    assert list(verdicts) + list(checks) == [c.id for c in claims.claims if c.id in verdicts] + [
+        c.id for c in claims.claims if c.id in checks] and len(verdicts) >= 45
     assert {k: v for k, v in verdicts.items() if v != "holds"} == EXPECTED
+    assert checks == dict.fromkeys(CHECKS, "passed") and result["checks"] == {"passed": len(CHECKS), "failed": 0}
+    assert sum(result[v] for v in ("holds", "fails", "inconclusive", "untestable")) == len(verdicts)
     findings = {f["finding"]: f for f in result["findings"]}
     assert set(findings) == {"pixel baseline", "fig1ab bijective encoder", "fig1c adversarial", "fig2 conditioning",
                              "fig3 critics", "fig4ab encoders", "fig4c non-i.i.d.", "§4 metric learning", "calibration"}
@@ -462,8 +645,20 @@ def test_paper_claims_on_a_database_shaped_like_make_reproduces(paper_db, capsys
     assert findings["fig3 critics"]["note"] == "holds under probe torch only"
     assert findings["fig2 conditioning"] == {**findings["fig2 conditioning"], "verdict": "holds", "note": "",
                                              "probes": {"sklearn": "holds", "torch": "holds"}}
+    assert findings["fig4ab encoders"]["verdict"] == "untestable"
+    assert findings["fig1ab bijective encoder"]["verdict"] == "partly untestable"
+    # One family per finding × probe: the paper's probe primary, the converged one a sensitivity family;
+    # what is not the paper's in one family of its own.
+    by_id = {c["id"]: c for c in result["claims"]}
+    assert by_id["fig3-bilinear-above-concat.sklearn"]["family"] == "fig3 critics"
+    assert by_id["fig3-nwj-concat-above-bilinear"]["family"] == "fig3 critics"
+    assert by_id["fig3-bilinear-above-concat.torch"]["family"] == "fig3 critics · probe torch"
+    assert by_id["calibration-small-mi-nwj"]["family"] == by_id["pixel-noise-costs.sklearn"]["family"] == "beyond the paper"
+    assert by_id["fig3-bilinear-above-concat.sklearn"]["endpoint"] == 21000
+    assert by_id["fig1ab-accuracy-level.sklearn"]["endpoint"] == 21000 and by_id["fig1ab-accuracy-level.sklearn"]["read_at"] == 400
+    assert by_id["fig3-bilinear-above-separable.sklearn"]["n_needed"] is None  # planted: exactly no difference
     # Every accuracy claim is written once per probe, with the same test.
-    accuracy = [c for c in claims.claims if c.metric.startswith("probe_accuracy")]
+    accuracy = [c for c in claims.claims if c.metric.startswith("probe_accuracy") and c.minus is None]
     by_twin = {}
     for c in accuracy:
         by_twin.setdefault(c.id.rsplit(".", 1)[0], set()).add(c.metric)
@@ -471,22 +666,40 @@ def test_paper_claims_on_a_database_shaped_like_make_reproduces(paper_db, capsys
     assert all(c.paper for c in claims.claims)
 
 
+def test_paper_yaml_has_no_claim_that_cannot_fail():
+    """Every bound (a census, true by construction when the code is right) is a check; every finding
+    compares, or reads a value that the runs could have put on either side."""
+    claims, _ = load_claims("paper")
+    for c in claims.claims:
+        if c.bound is not None:
+            assert c.kind == "check", c.id
+        else:
+            assert c.kind == "finding" and c.test in ("order", "versus", "correlation"), c.id
+    ceiling_like = [c.id for c in claims.claims if c.kind == "finding" and c.versus is not None
+                    and c.versus.value is not None and c.versus.op in ("<", "<=") and c.metric.startswith("bound")
+                    and c.where.get("estimator", [None])[0] in ("nce", "kpair", "triplet")]
+    assert ceiling_like == []  # "Î_NCE < log K" is algebra, not a finding
+
+
 @pytest.mark.slow
 def test_analyze_claims_puts_the_verdicts_into_the_report(paper_db, tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["analyze", "fig3-critics-cpu", "--db", paper_db[1], "--claims", "paper", "--out", str(out),
+    code = main(["analyze", "fig3-critics-paper-steps", "--db", paper_db[1], "--claims", "paper", "--out", str(out),
                  "--n-boot", "200", "--no-importance"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "Claims (the 6 claims of paper about study fig3-critics-cpu" in printed
+    n = len([c for c in load_claims("paper")[0].claims if c.preset == "fig3-critics"])
+    assert f"Claims (the {n} claims of paper about study fig3-critics-paper-steps" in printed
     for name in ("report.html", "report.md"):
         text = (out / name).read_text()
         assert "Findings checked" in text and "holds under probe torch only" in text
-        assert "fig3-separable-above-concat.sklearn" in text and "fig3-bilinear-vs-separable.torch" in text
+        assert "fig3-separable-above-concat.sklearn" in text and "fig3-bilinear-above-separable.torch" in text
+        assert "Checks" in text and "fig3-nce-below-ceiling" in text.split("Checks")[1]  # apart from the findings
+        assert "fig3 critics · probe torch" in text  # the sensitivity family, named
         assert "fig1ab" not in text.split("Findings checked")[1].split("Study")[0]  # other studies' claims stay out
     verdicts = json.loads((out / "verdicts.json").read_text())
-    assert [c["study"] for c in verdicts["claims"]] == ["fig3-critics-cpu"] * 6
-    assert verdicts["scope"] == "the 6 claims of paper about study fig3-critics-cpu"
+    assert [c["study"] for c in verdicts["claims"]] == ["fig3-critics-paper-steps"] * n
+    assert verdicts["scope"] == f"the {n} claims of paper about study fig3-critics-paper-steps"
 
 
 def test_paper_yaml_ships_with_the_package():

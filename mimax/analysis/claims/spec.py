@@ -18,7 +18,7 @@ from mimax.contract import load_yaml
 from mimax.errors import ConfigError, from_validation_error
 from mimax.search_spaces.spec import show
 
-__all__ = ["SHIPPED", "Bound", "Claim", "ClaimsFile", "Correlation", "Order", "Versus", "claim_error",
+__all__ = ["SHIPPED", "Bound", "Claim", "ClaimsFile", "Correlation", "Diverged", "Order", "Versus", "claim_error",
            "load_claims", "shipped_names"]
 
 SHIPPED = Path(__file__).parent  # claims files that ship with mimax: <name>.yaml, usable by name
@@ -64,6 +64,7 @@ class _Comparison(_Strict):
 
     op: str
     margin: Number | None = Field(None, ge=0)
+    by: Number | None = Field(None, gt=0)
     tol: Number | None = Field(None, gt=0)
 
     @field_validator("op", mode="before")
@@ -74,17 +75,23 @@ class _Comparison(_Strict):
         return OPS[value]
 
     def slack(self) -> str:
-        """The margin or tolerance as the test reads it: ``a ≥ b − margin``, ``a ≤ b + margin``, ``a ≈ b ± tol``."""
+        """The margin, lead or tolerance as the test reads it: ``a ≥ b − margin``, ``a ≤ b + margin``,
+        ``a > b + by``, ``a < b − by``, ``a ≈ b ± tol``."""
         if self.op in (">=", "<="):
             return f" {'−' if self.op == '>=' else '+'} {self.margin:g}"
+        if self.by is not None:
+            return f" {'+' if self.op == '>' else '−'} {self.by:g}"
         return f" ± {self.tol:g}" if self.op == "~" else ""
 
     def check(self) -> tuple[str, str] | None:
-        """(key, message) when the margin or tolerance does not fit the operator."""
+        """(key, message) when the margin, lead or tolerance does not fit the operator."""
         if self.op in (">=", "<=") and self.margin is None:
             return "margin", f"required with op '{self.op}' (a ≥ b − margin, a ≤ b + margin)"
         if self.op not in (">=", "<=") and self.margin is not None:
-            return "margin", f"only with op '>=' or '<=', not '{self.op}'"
+            return "margin", (f"only with op '>=' or '<=', not '{self.op}' (a lead that a must have over b: "
+                              f"op '>' with by)")
+        if self.op not in (">", "<") and self.by is not None:
+            return "by", f"only with op '>' or '<' (a > b + by, a < b − by), not '{self.op}'"
         if self.op == "~" and self.tol is None:
             return "tol", "required with op '~' (|a − b| ≤ tol)"
         if self.op != "~" and self.tol is not None:
@@ -189,7 +196,12 @@ class Claim(_StudyRef, _Selection):
     finding: str
     paper: str | None = None
     metric: str
+    minus: str | None = None  # a second metric of the same evaluation, subtracted per trial
     per: list[str] = Field(default_factory=list)
+    family: str | None = Field(None, min_length=1)  # default: the finding (with the probe, off the primary one)
+    endpoint: Any = None  # paper (the default for a preset), study, or {step: N}
+    pool: Literal["selection", "none"] = "selection"
+    pair: Literal["seed"] | None = None
     exempt: str | None = Field(None, min_length=1)
     order: Order | None = None
     bound: Bound | None = None
@@ -208,9 +220,24 @@ class Claim(_StudyRef, _Selection):
     def strata(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("endpoint")
+    @classmethod
+    def training_point(cls, value: Any) -> Any:
+        if value is None or value in ("paper", "study"):
+            return value
+        if isinstance(value, dict) and set(value) == {"step"}:
+            return _at(value)
+        raise ValueError(f"expected paper, study or {{step: N}}, got {show(value)}")
+
     @property
     def test(self) -> str:
         return next(t for t in TESTS if getattr(self, t) is not None)
+
+    @property
+    def kind(self) -> str:
+        """"check" for a bound (a census of every evaluation: true by construction when the code is
+        right, so a failure is a bug report), "finding" for a statement that could come out otherwise."""
+        return "check" if self.bound is not None else "finding"
 
     @property
     def when(self) -> str | int:
@@ -218,11 +245,28 @@ class Claim(_StudyRef, _Selection):
         return self.at if self.at is not None else ("every" if self.bound is not None else "final")
 
 
+class Diverged(_Strict):
+    """A trial whose ``metric`` at its last evaluation is non-finite or below ``below`` is excluded from
+    every claim (and counted), as is a trial that stopped diverged."""
+
+    metric: str
+    below: Number
+
+
 class ClaimsFile(_Strict):
     alpha: Number = Field(0.05, gt=0, lt=1)
-    budget: str | None = None  # default budget of the claims that name a preset
+    # The budgets of the claims that name a preset, in order of preference: the first whose study is in
+    # the database is read (one name, or a list).
+    budget: list[str] | None = None
+    primary_probe: str | None = None  # its accuracy claims (and those of no probe) form each finding's family
+    diverged: Diverged | None = None
     description: str | None = None
     claims: list[Claim] = Field(min_length=1)
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def budgets(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 # ---- loading --------------------------------------------------------------------------------------
@@ -242,6 +286,16 @@ def _check(claim: Claim) -> tuple[str, str] | None:
         return "at", "every is for bound tests; a comparison reads one evaluation per trial (final or {step: N})"
     if claim.per and claim.bound is not None:
         return "per", "a bound test checks every selected evaluation; it has no strata"
+    if claim.bound is not None and claim.endpoint is not None:
+        return "endpoint", "a bound test (a check) reads every evaluation; it has no endpoint"
+    if claim.pair is not None and claim.order is None:
+        return "pair", "pairing by seed compares configurations of one study: only with an order test"
+    if claim.pair is not None and claim.pool == "none":
+        return "pair", "pairing by seed needs the pooled model (pool: selection)"
+    if claim.endpoint is not None and claim.at not in (None, "final"):
+        return "endpoint", f"the claim reads step {claim.at}, which is its endpoint; give one of at and endpoint"
+    if claim.minus is not None and claim.minus == claim.metric:
+        return "minus", "the same metric as metric: the difference is 0"
     test = getattr(claim, claim.test)
     if isinstance(test, (Order, Versus)) and (bad := test.check()):
         return f"{claim.test}.{bad[0]}", bad[1]

@@ -1,5 +1,5 @@
 """The command line: ``mimax train | spaces | launch | resume | status | list | db | analyze | export |
-compare``. Each command group registers its commands (``register(subparsers)``); bad input is one line on
+compare | verify | decide``. Each command group registers its commands (``register(subparsers)``); bad input is one line on
 stderr and exit code 2."""
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     from mimax.analysis import cli as analysis
     from mimax.search_spaces import cli as spaces
     from mimax.study import cli as study
+    from mimax.study import decide
     from mimax.trainables import cli as trainables
 
     parser = Parser(
         prog="mimax", description="Run and analyse studies of MI-maximising representation learning.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (trainables, spaces, study, analysis):
+    for group in (trainables, spaces, study, analysis, decide):
         group.register(sub)
     return parser
 

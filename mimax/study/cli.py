@@ -99,8 +99,11 @@ SHOWN_STATES = ("completed", "running", "pending", "pruned", "failed", "diverged
 def status_dict(store, name: str) -> dict:
     study = store.require_study(name)
     counts = store.state_counts(name)
-    total = (study["n_configs_requested"] or 0) * study["seeds"]
     trials = store.trials(name)
+    # the trials written (configurations can have more seeds than the space's: mimax decide extends
+    # them), and the configurations not asked for yet
+    asked = len({t["replicate_group"] for t in trials})
+    total = len(trials) + max(0, (study["n_configs_requested"] or 0) - asked) * study["seeds"]
     best = _best(store, study)
     durations = [(t["ended_at"] - t["started_at"]).total_seconds() for t in trials
                  if t["state"] == "completed" and t.get("started_at") and t.get("ended_at")]

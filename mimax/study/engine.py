@@ -117,7 +117,6 @@ def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, res
 
 
 def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | None, opts: RunOptions) -> dict:
-    from mimax.search_spaces import load_space
     from mimax.study.store import Store
 
     opts.check()
@@ -126,10 +125,7 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
     results = _results_dir(results_dir) if results_dir is not None else None
     store = Store(choose_url(db), create=False)
     study = store.require_study(name)
-    space = load_space(study["space_source"], study["budget"])
-    if space.fingerprint() != study["space_fingerprint"]:
-        raise ConfigError("space", f"{study['space_source']} changed since study {name!r} was launched "
-                                   "(its fingerprint differs); launch a new study for the new space")
+    space = _study_space(study)
     sched = _space_for_scheduler(space, opts.scheduler)
     if add_trials and space.exhaustive:
         raise ConfigError("--add-trials", f"{name!r} enumerates a grid of {space.n_configs} configurations; "
@@ -139,6 +135,64 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
         store.update_study(name, results_dir=results)
     if add_trials:
         store.update_study(name, n_configs_requested=study["n_configs_requested"] + add_trials)
+    sessions = 1 + max((e["session"] for e in store.environments(name)), default=0)
+    return _run(store, name, space, opts, sched, session=sessions)
+
+
+def _study_space(study: dict):
+    """The space a study runs, with the seeds it has now (``extend`` may have added some); refused when
+    its file changed since the launch."""
+    from mimax.search_spaces import load_space
+
+    space = load_space(study["space_source"], study["budget"])
+    space.seeds = int(study["seeds"])
+    if space.fingerprint() != study["space_fingerprint"]:
+        raise ConfigError("space", f"{study['space_source']} changed since study {study['name']!r} was launched "
+                                   "(its fingerprint differs); launch a new study for the new space")
+    return space
+
+
+def extend(name: str, *, db: str | None, seeds: int, configs: list[str] | None = None,
+           results_dir: str | None = None, opts: RunOptions) -> dict:
+    """Give configurations of study ``name`` (``configs``: replicate groups, default every one) the
+    seeds 0..seeds−1 they lack, as new trials of the same configurations, then run the study as a
+    resume would. Idempotent: a trial key (configuration, seed) is written once, so an extension
+    interrupted and run again loses and duplicates nothing."""
+    from mimax.study.store import Store
+
+    opts.check()
+    if not 1 <= seeds <= INT_MAX:
+        raise ConfigError("seeds", f"expected a whole number ≥ 1, got {seeds}")
+    store = Store(choose_url(db), create=False)
+    study = store.require_study(name)
+    space = _study_space(study)
+    sched = _space_for_scheduler(space, opts.scheduler)
+    rows = store.trials(name)
+    groups: dict[str, dict] = {}
+    for row in rows:
+        groups.setdefault(row["replicate_group"], row)
+    wanted = list(groups) if configs is None else configs
+    unknown = [c for c in wanted if c not in groups]
+    if unknown:
+        raise ConfigError("configs", f"study {name!r} has no configuration {unknown[0]!r} "
+                                     f"(configurations: {', '.join(sorted(groups))})")
+    have = {(r["replicate_group"], r["seed"]) for r in rows}
+    new = []
+    for group in wanted:
+        row = groups[group]
+        for seed in range(seeds):
+            if (group, seed) not in have:
+                config = dict(row["config"], seed=seed)
+                new.append({"trial_key": f"c{row['optuna_trial_number']:04d}-s{seed}", "config": config,
+                            "seed": seed, "replicate_group": group, "replicate_index": seed,
+                            "optuna_trial_number": row["optuna_trial_number"]})
+    _connect(opts, store)
+    store.add_trials(name, new)
+    if seeds > space.seeds:
+        space.seeds = seeds
+        store.update_study(name, seeds=seeds, space_fingerprint=space.fingerprint())
+    if results_dir:
+        store.update_study(name, results_dir=_results_dir(results_dir))
     sessions = 1 + max((e["session"] for e in store.environments(name)), default=0)
     return _run(store, name, space, opts, sched, session=sessions)
 
@@ -189,8 +243,10 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
         store.record_environment(name, collect_environment("cuda" if opts.gpus_per_trial else "cpu"), session)
         searcher = StudySearcher(store=store, study=study, space=space, target_configs=study["n_configs_requested"],
                                  session=session, pack=opts.pack, trial_gpus=opts.gpus_per_trial)
-        total = study["n_configs_requested"] * len(space.seed_values())
         counts = store.state_counts(name)
+        # what runs: the trials written (some configurations may have more seeds: extend), and the
+        # configurations not yet asked for, each with the space's seeds
+        total = sum(counts.values()) + max(0, study["n_configs_requested"] - len(searcher.group_size)) * space.seeds
         done = sum(counts[s] for s in TERMINAL)
         writer = StoreWriter(store, name, owner)
         writer.start()

@@ -277,7 +277,7 @@ def decide(claims_ref: str, *, db: str | None, budget: str | None, max_seeds: in
     parsed, source = load_claims(claims_ref)
     url = choose_url(db)
     design = S.Design(S.ladder(first, max_seeds, looks), parsed.alpha, spending)
-    console = Console(stderr=as_json, width=None if Console().is_terminal else 160)
+    console = Console(stderr=as_json, width=None if Console().is_terminal else 120)
     start, done = time.monotonic(), 0
     while True:
         plan, _ = evaluate(parsed, source, url, design, budget=budget, n_boot=n_boot)

@@ -708,8 +708,8 @@ def test_paper_yaml_ships_with_the_package():
     assert (ROOT / "mimax" / "analysis" / "claims" / "paper.yaml").is_file()
 
 
-@pytest.mark.parametrize("name", ["mine", "h200"])
-def test_the_docs_examples_run_as_written(paper_db, tmp_path, capsys, monkeypatch, name):
+@pytest.mark.parametrize("name, code", [("mine", 1), ("h200", 0)])
+def test_the_docs_examples_run_as_written(paper_db, tmp_path, capsys, monkeypatch, name, code):
     """docs/VERIFY.md's examples: each claims file, run on its database (the planted one, or the real
     H200 run committed under docs/gpu), prints what the page shows."""
     doc = (ROOT / "docs" / "VERIFY.md").read_text()
@@ -719,10 +719,11 @@ def test_the_docs_examples_run_as_written(paper_db, tmp_path, capsys, monkeypatc
     shown = doc.split(f"$ mimax verify {name}.yaml --db {shown_url}\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     Path(f"{name}.yaml").write_text(example)
-    assert main(["verify", f"{name}.yaml", "--db", url]) == 0
+    assert main(["verify", f"{name}.yaml", "--db", url]) == code
     assert capsys.readouterr().out == shown
     claims, _ = load_claims("paper")
-    assert f"as {len(claims.claims)} claims" in doc
+    checks = sum(c.kind == "check" for c in claims.claims)
+    assert f"as {len(claims.claims)}\nclaims ({len(claims.claims) - checks} findings' claims, {checks} checks)" in doc
 
 
 def test_verify_imports_no_torch_ray_trainables_or_pyplot(db, tmp_path):
@@ -733,3 +734,14 @@ def test_verify_imports_no_torch_ray_trainables_or_pyplot(db, tmp_path):
             "or m.startswith('mimax.trainables')]; print(v.counts(), bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "'holds': 1" in res.stdout, res.stdout + res.stderr
+
+
+def test_verify_help_describes_the_claims_file_with_a_valid_example_and_points_to_the_docs(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["verify", "--help"])
+    text = capsys.readouterr().out
+    assert "docs/VERIFY.md" in text and "check" in text and "by" in text
+    example = text.split("a claims file is YAML:\n", 1)[1].split("\ntests:", 1)[0]
+    (tmp_path / "help.yaml").write_text(example)
+    parsed, _ = load_claims(str(tmp_path / "help.yaml"))  # the example is a valid claims file
+    assert [c.kind for c in parsed.claims] == ["finding", "check"] and parsed.claims[0].order.by == 0.01

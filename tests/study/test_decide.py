@@ -65,6 +65,18 @@ def test_the_plan_names_configurations_seeds_and_time(planted, tmp_path, capsys)
     assert plan["actions"] == [close["action"]] and plan["seconds"] == pytest.approx(180.0)
 
 
+def test_the_docs_example_runs_as_written(planted, tmp_path, capsys, monkeypatch):
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "VERIFY.md").read_text()
+    example = doc.split("# decide.yaml\n", 1)[1].split("```", 1)[0]
+    command = "$ mimax decide decide.yaml --db sqlite:///planted-decide.db --dry-run --max-seeds 12 --looks 3\n"
+    shown = doc.split(command, 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    Path("decide.yaml").write_text(example)
+    assert main(["decide", "decide.yaml", "--db", planted, "--dry-run", "--max-seeds", "12", "--looks", "3"]) == 0
+    assert [line.rstrip() for line in capsys.readouterr().out.splitlines()] == [
+        line.rstrip() for line in shown.splitlines()]
+
+
 def test_a_claim_needing_more_than_max_seeds_is_futile_with_its_number(planted, tmp_path, capsys):
     path = claims(tmp_path, order("close", "close", "bilinear", "concat"))
     assert main(["decide", str(path), "--db", planted, "--dry-run", "--json", "--max-seeds", "4", "--looks", "2"]) == 0

@@ -28,7 +28,33 @@ def at_least(minimum: int):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("verify", help="test a claims file's findings against a study database")
+    p = sub.add_parser(
+        "verify", help="test a claims file's findings against a study database",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Test the claims of a claims file against the studies of a database: each claim gets a "
+                    "verdict (holds, fails, inconclusive, or untestable at this budget) with an estimate, an "
+                    "interval over seeds and the seeds that would decide it; bound tests are checks, reported "
+                    "apart; Holm's adjustment runs within each family of claims.",
+        epilog="""a claims file is YAML:
+
+  budget: [paper-steps, cpu]      # preset claims read the study PRESET-BUDGET (first one present)
+  claims:
+    - id: bilinear-beats-concat   # a claim that could come out otherwise
+      finding: fig3 critics
+      preset: fig3-critics        # or study: NAME
+      metric: probe_accuracy.torch
+      per: [estimator]            # must hold in every stratum
+      order: {factor: critic, a: bilinear, op: ">", b: concat, by: 0.01}   # a beats b by at least 0.01
+    - id: nce-below-ceiling       # true by construction: a check
+      finding: fig3 critics
+      preset: fig3-critics
+      metric: bound_train
+      where: {estimator: nce}
+      bound: {at_most: ceiling}
+
+tests: order (op >, >= with margin, <, <= with margin, ~ with tol, > / < with by), versus (a value,
+another study, or the same trials at another step), correlation (sign of Spearman's rho), bound (a check).
+Every key, the statistics and the exit status: docs/VERIFY.md.""")
     p.add_argument("claims", metavar="CLAIMS", help="claims file (YAML), or a shipped one by name: paper")
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

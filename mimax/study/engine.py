@@ -26,6 +26,7 @@ class RunOptions:
     scheduler: str = "none"
     quiet: bool = False
     pack: int | str = "auto"  # seed replicates per Ray trial
+    reuse_workers: bool = True  # Tune's actor reuse: a worker process runs trial after trial
 
     def check(self) -> None:
         """Refuse what no cluster could run, before anything is opened or written (the cluster's own
@@ -217,7 +218,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
                 trainable,
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                    max_concurrent_trials=opts.max_concurrent,
+                    max_concurrent_trials=opts.max_concurrent, reuse_actors=opts.reuse_workers,
                     trial_name_creator=lambda t: t.config["pack_key"],
                     trial_dirname_creator=lambda t: t.config["pack_key"],
                     **tune_kwargs,

@@ -11,6 +11,9 @@ A trial restored from a checkpoint (Ray's own restore, or ``resume_from`` given 
 re-reports the records stored in that checkpoint first: writes are idempotent on (trial, step), and
 this closes the gap when the driver died between a checkpoint and its database write.
 
+A worker process runs trial after trial (``mimax.trainables.worker``): each trial starts from the
+process state of a fresh worker, and a dataset is loaded once per process.
+
 A fresh pack that does not fit its device (``memory.start_or_split``: by ``fitting_pack_size``, or a
 real out-of-memory error before its first evaluation after step 0) trains nothing: it reports one
 result without records, ``{"pack_split": size, "records": {}}``, and the searcher runs its members
@@ -74,19 +77,21 @@ def tune_trial(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
+    from mimax.trainables import worker
     from mimax.trainables.loop import Trainer
     from mimax.trainables.memory import fitting_pack_size, start_or_split
 
-    device = "cuda" if ray.get_gpu_ids() else "cpu"  # CPU-only trials never touch a GPU
     members = config["members"]
     keys = [m["trial_key"] for m in members]
     seeds = [m["seed"] for m in members]
+    worker.fresh(seeds[0])  # this process may have run other trials before (Tune's actor reuse)
+    device = "cuda" if ray.get_gpu_ids() else "cpu"  # CPU-only trials never touch a GPU
     ctx = ray.get_runtime_context()
     where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "device": device,
-             "pack_size": len(members)}
+             "pack_size": len(members), "pid": os.getpid()}
 
     def build() -> Trainer:
-        return Trainer(config["trial"], seeds, device=device)
+        return Trainer(config["trial"], seeds, device=device, dataset=worker.dataset)
 
     restored = tune.get_checkpoint()
     replay: dict[str, dict] = {}

@@ -132,3 +132,37 @@ def tune_trial(config: dict[str, Any]) -> None:
             meta = {"pack_key": config["pack_key"], "trial_keys": keys, "step": trainer.step}
             Path(d, META_FILE).write_text(json.dumps(meta))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def null_trial(config: dict[str, Any]) -> None:
+    """A test trainable for measuring the driver (``mimax launch --trainable null``, docs/STUDIES.md): it
+    reports what ``tune_trial`` reports, a record per member at step 0, every ``eval.every`` steps and at
+    ``train.steps``, each result with a (tiny) checkpoint, and resumes from one, but builds and trains nothing.
+    Its bounds are made up from the learning rate, the step and the seed; no torch is imported."""
+    import math
+
+    from ray import tune
+
+    trial, members = config["trial"], config["members"]
+    steps, every = trial["train"]["steps"], trial["eval"]["every"]
+    k, lr = trial["train"].get("batch_size", 128), trial["train"].get("lr", 1e-4)
+    where = {"pack_size": len(members), "pid": os.getpid(), "ceiling": None, "true_mi": None, "params.g1": 0}
+    start = 0
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            start = read_meta(d)["step"]  # re-reported, as tune_trial replays its checkpoint's records
+    for step in sorted({*range(0, steps + 1, every), steps}):
+        if step < start:
+            continue
+        records = {}
+        for m in members:
+            bound = math.log(k) * (1 - math.exp(-10 * lr * step)) + 1e-3 * (m["seed"] % 7)
+            records[m["trial_key"]] = {"event": "eval", "step": step, "bound_train": bound, "bound_test": bound,
+                                       "probe_accuracy": None, "loss": -bound, "wall_s": 0.0}
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, CHECKPOINT_FILE).write_text(json.dumps({"step": step}))
+            meta = {"pack_key": config["pack_key"], "trial_keys": [m["trial_key"] for m in members], "step": step}
+            Path(d, META_FILE).write_text(json.dumps(meta))
+            tune.report({**summary(records, step), **where, "records": records, "replayed": False},
+                        checkpoint=tune.Checkpoint.from_directory(d))

@@ -178,7 +178,7 @@ def _connect(opts: RunOptions, store) -> None:
 def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict:
     from ray import tune
 
-    from mimax.study.callback import StoreCallback, StoreWriter
+    from mimax.study.callback import KEEP_CHECKPOINTS, StoreCallback, StoreWriter
     from mimax.study.environment import collect_environment
     from mimax.study.progress import StudyProgress
     from mimax.study.searcher import StudySearcher
@@ -230,7 +230,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
                 run_config=tune.RunConfig(
                     name=f"{_safe(name)}-session{session}", storage_path=study["results_dir"],
                     callbacks=[callback], verbose=0,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )

@@ -61,20 +61,21 @@ def check(url: str) -> dict:
     assert len(keys) == len(set(keys)) == CONFIGS, (len(keys), len(set(keys)))
     assert sorted(t[1] for t in trials) == list(range(CONFIGS)), "an Optuna trial number missing or twice"
     states = Counter(t[2] for t in trials)
-    assert set(states) <= {"completed", "pruned"}, states
-    for key, number, state, last in trials:
-        want = list(range(0, last + 1, EVERY))
-        assert sorted(steps.get(key, [])) == want, (key, state, last, sorted(steps.get(key, [])))
-        assert (last == STEPS) == (state == "completed"), (key, state, last)
+    assert set(states) <= {"completed", "pruned", "diverged"}, states
     study = optuna.load_study(study_name=f"mimax:{NAME}", storage=url)
     ot = {t.number: t for t in study.get_trials(deepcopy=False)}
     assert sorted(ot) == list(range(CONFIGS))
+    want_state = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+                  "diverged": optuna.trial.TrialState.FAIL}  # one seed: the configuration's state is its trial's
     for key, number, state, last in trials:
+        # every evaluation step up to the last (a diverged trial's last record is at the step it diverged)
+        want = sorted({*range(0, last + 1, EVERY), last})
+        assert sorted(steps.get(key, [])) == want, (key, state, last, sorted(steps.get(key, [])))
+        assert (last == STEPS) == (state == "completed"), (key, state, last)
         t = ot[number]
-        if state == "pruned":
-            assert t.state == optuna.trial.TrialState.PRUNED and max(t.intermediate_values) == last, (key, t.state)
-        else:
-            assert t.state == optuna.trial.TrialState.COMPLETE, (key, t.state)
+        assert t.state == want_state[state], (key, state, t.state)
+        if state == "pruned":  # with its last evaluation: Optuna's intermediate values end there
+            assert max(t.intermediate_values) == last, (key, t.intermediate_values)
     return {"states": states, "evaluations": len(evals),
             "pruned_at": Counter(last for _, _, state, last in trials if state == "pruned")}
 

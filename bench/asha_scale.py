@@ -85,8 +85,10 @@ def main() -> None:
     ap.add_argument("--kill-at", type=int, default=400, help="SIGKILL the driver once this many trials ended")
     ap.add_argument("--out", default=str(HERE.parent / "docs" / "perf" / "asha-1000.db"))
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--check", metavar="DB", help="only check a finished run's database, its times read from it")
     args = ap.parse_args()
-    load0 = os.getloadavg()
+    if args.check:
+        return from_database(args)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "asha.db"
         url = f"sqlite:///{db}"
@@ -117,22 +119,55 @@ def main() -> None:
         if size < 5 * 2**20:
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(db, out)
-    states = found["states"]
     lines = [
         f"launch until SIGKILL at {args.kill_at} ended trials: {killed:.0f} s (states then: {at_kill})",
         f"mimax resume to the end: {resumed:.0f} s",
         f"wall time, both sessions: {killed + resumed:.0f} s ({CONFIGS / (killed + resumed) * 3600:.0f} trials/h)",
+        *found_lines(found, size, out)]
+    report(args, lines, load1, "")
+
+
+def from_database(args) -> None:
+    """The figures of a finished run from its database alone (the run's own process could not report them)."""
+    from datetime import datetime
+
+    url = f"sqlite:///{Path(args.check).resolve()}"
+    found = check(url)
+    (s1,) = [r[0] for r in query(url, "SELECT recorded_at FROM mimax_environment WHERE session = 1")]
+    first, last = query(url, "SELECT MIN(started_at), MAX(ended_at) FROM mimax_trials")[0]
+    t = lambda v: v if isinstance(v, datetime) else datetime.fromisoformat(v)  # noqa: E731
+    before = query(url, f"SELECT COUNT(*) FROM mimax_trials WHERE ended_at < '{s1}'")[0][0]
+    wall = (t(last) - t(first)).total_seconds()
+    size = Path(args.check).stat().st_size
+    out = Path(args.out)
+    if size < 5 * 2**20 and Path(args.check).resolve() != out.resolve():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.check, out)
+    lines = [f"trials ended before the driver was killed (before `mimax resume` began): {before}",
+             f"wall time, first trial's start to last trial's end, both sessions and the gap between them: "
+             f"{wall:.0f} s ({CONFIGS / wall * 3600:.0f} trials/h)",
+             *found_lines(found, size, out)]
+    report(args, lines, os.getloadavg(), " Its times are read from its database (the first trial's start, the "
+           "last trial's end, the resumed session's start).")
+
+
+def found_lines(found: dict, size: int, out: Path) -> list[str]:
+    states = found["states"]
+    return [
         f"trials: {CONFIGS}, each configuration once: completed {states['completed']}, pruned {states['pruned']} "
-        f"(pruned at step: {dict(sorted(found['pruned_at'].items()))}); evaluations {found['evaluations']}, "
-        "none missing, none twice",
+        f"(pruned at step: {dict(sorted(found['pruned_at'].items()))}), diverged {states['diverged']}; "
+        f"evaluations {found['evaluations']}, none missing, none twice",
         f"database: {size / 2**20:.2f} MB" + (f", copied to {out.relative_to(HERE.parent)}" if size < 5 * 2**20 else ""),
     ]
+
+
+def report(args, lines: list[str], load: tuple, note: str) -> None:
     print("\n".join(lines))
     if args.no_doc:
         return
     body = "\n".join([
-        f"Measured by `bench/asha_scale.py` on {stamp()}; {machine()}; load average {load0[0]:.2f} / {load0[1]:.2f} "
-        f"(1 / 5 min) before and {load1[0]:.2f} / {load1[1]:.2f} after; one run.",
+        f"Measured by `bench/asha_scale.py` on {stamp()}; {machine()}; load average {load[0]:.2f} / {load[1]:.2f} "
+        f"(1 / 5 min) at the end; one run.{note}",
         "",
         "The study: `bench/spaces/asha-1000.yaml`, 1,000 configurations (TPE over a log-uniform learning rate "
         "1e-6 to 0.1 × critic {bilinear, separable, concat, inner} × estimator {nce, nwj, js}), one seed each, on "
@@ -142,7 +177,7 @@ def main() -> None:
         "Then the database was checked: every Optuna trial number 0–999 once; every trial ended; each trial's "
         "evaluations are exactly steps 0, 10, … up to its last step; the completed ones reached step 40 and are "
         "COMPLETE in Optuna; the pruned ones stopped earlier and are PRUNED in Optuna, with intermediate values up "
-        "to that step.",
+        "to that step; a diverged one (its loss not finite) ends at the step it diverged and is FAIL in Optuna.",
         "",
         "| measure | value |",
         "|---|---|",

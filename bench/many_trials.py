@@ -26,7 +26,7 @@ from perf_doc import machine, stamp, write_section  # noqa: E402
 
 HERE = Path(__file__).parent
 SPACE = HERE / "spaces" / "many.yaml"
-SIZES = (30, 90)
+SIZES = (30, 90)  # the two study sizes (--sizes)
 VARIANTS = {
     "mimax, workers reused": ("mimax", True),
     "mimax, a fresh worker per trial (--fresh-workers)": ("mimax", False),
@@ -82,6 +82,7 @@ def run(kind: str, reuse: bool, n: int, tmp: str, tag: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--sizes", default="30,90", help="the two study sizes, e.g. 10,30 on a crowded machine")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--ray-study", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)
@@ -89,6 +90,8 @@ def main() -> None:
     if args.ray_study:
         ray_study(args.ray_study, args.reuse)
         return
+    global SIZES
+    SIZES = tuple(int(n) for n in args.sizes.split(","))
 
     load0 = os.getloadavg()
     walls: dict[str, dict[int, list[float]]] = {v: {n: [] for n in SIZES} for v in VARIANTS}
@@ -107,7 +110,7 @@ def main() -> None:
     mimax_reuse, mimax_fresh, ray_reuse, ray_fresh = (margin[v] for v in labels)
     rows = [(v, statistics.median(walls[v][SIZES[0]]), statistics.median(walls[v][SIZES[1]]), margin[v])
             for v in labels]
-    table = ["| variant | 30 trials (s) | 90 trials (s) | marginal s / trial |", "|---|---:|---:|---:|",
+    table = [f"| variant | {SIZES[0]} trials (s) | {SIZES[1]} trials (s) | marginal s / trial |", "|---|---:|---:|---:|",
              *[f"| {v} | {a:.1f} | {b:.1f} | {m:.3f} |" for v, a, b, m in rows]]
     ratios = [
         f"| mimax reused: marginal s / trial (target ≤ 0.3) | **{mimax_reuse:.3f}** |",
@@ -120,13 +123,14 @@ def main() -> None:
     if args.no_doc:
         return
     body = "\n".join([
-        f"Measured by `bench/many_trials.py --rounds {args.rounds}` on {stamp()}; {machine()}; load average "
+        f"Measured by `bench/many_trials.py --rounds {args.rounds} --sizes {args.sizes}` on {stamp()}; {machine()}; load average "
         f"{load0[0]:.2f} / {load0[1]:.2f} (1 / 5 min) before and {load1[0]:.2f} / {load1[1]:.2f} after; "
         f"{total:.0f} s in all; one run, every figure from it"
         + ("" if args.rounds == 1 else f" (medians over {args.rounds} rounds)") + ".",
         "",
-        "Each variant runs a 30-trial and a 90-trial study, 2 trials at a time on 1 CPU each, in a process of "
-        "its own with a private Ray cluster; the marginal wall time per trial is (T90 − T30) / 60, so the "
+        f"Each variant runs a {SIZES[0]}-trial and a {SIZES[1]}-trial study, 2 trials at a time on 1 CPU each, in a "
+        f"process of its own with a private Ray cluster; the marginal wall time per trial is (T{SIZES[1]} − "
+        f"T{SIZES[0]}) / {SIZES[1] - SIZES[0]}, so the "
         "start-up of the driver, of Ray and of the first workers cancels. The variants take turns. mimax: "
         "`mimax launch bench/spaces/many.yaml` (MNIST, MLP × bilinear × InfoNCE, 20 steps, the bound on one "
         "batch, no probe, random sampler over `train.lr`, SQLite), with `--fresh-workers` for a new worker "

@@ -147,11 +147,13 @@ def null_trial(config: dict[str, Any]) -> None:
     steps, every = trial["train"]["steps"], trial["eval"]["every"]
     k, lr = trial["train"].get("batch_size", 128), trial["train"].get("lr", 1e-4)
     where = {"pack_size": len(members), "pid": os.getpid(), "ceiling": None, "true_mi": None, "params.g1": 0}
-    start = 0
+    start = 0  # a checkpoint's step is reported again, as tune_trial replays its checkpoint's records
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
-            start = read_meta(d)["step"]  # re-reported, as tune_trial replays its checkpoint's records
+            start = read_meta(d)["step"]
+    elif config.get("resume_from"):
+        start = read_meta(config["resume_from"])["step"]
     for step in sorted({*range(0, steps + 1, every), steps}):
         if step < start:
             continue

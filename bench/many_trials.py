@@ -3,7 +3,7 @@ own trivial trainable with and without actor reuse, measured in one run.
 
 Each variant runs a 30-trial and a 90-trial study, 2 trials at a time on 1 CPU each, in a process of its own
 (a private Ray cluster each); the marginal wall time per trial is (T90 - T30) / 60, so start-up of the
-driver, Ray and the first workers cancels. The variants take turns. mimax: `mimax launch
+driver, Ray and the first workers cancels; each variant runs its two studies back to back. mimax: `mimax launch
 bench/spaces/many.yaml` (MNIST, 20 steps, the bound on one batch, no probe, random sampler over train.lr),
 with `--fresh-workers` for no reuse. Ray Tune: a function trainable that reports once.
 
@@ -27,11 +27,11 @@ from perf_doc import machine, stamp, write_section  # noqa: E402
 HERE = Path(__file__).parent
 SPACE = HERE / "spaces" / "many.yaml"
 SIZES = (30, 90)  # the two study sizes (--sizes)
-VARIANTS = {
+VARIANTS = {  # in the order they run; the two of the target ratio next to each other
     "mimax, workers reused": ("mimax", True),
+    "Ray Tune, trivial trainable, no actor reuse": ("ray", False),
     "mimax, a fresh worker per trial (--fresh-workers)": ("mimax", False),
     "Ray Tune, trivial trainable, actor reuse": ("ray", True),
-    "Ray Tune, trivial trainable, no actor reuse": ("ray", False),
 }
 
 
@@ -98,8 +98,8 @@ def main() -> None:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for n in SIZES:
-                for i, (label, (kind, reuse)) in enumerate(VARIANTS.items()):
+            for i, (label, (kind, reuse)) in enumerate(VARIANTS.items()):
+                for n in SIZES:  # back to back: a change of the machine's load between them would enter the difference
                     walls[label][n].append(run(kind, reuse, n, tmp, f"r{r}v{i}"))
                     print(f"round {r} {label}: {n} trials {walls[label][n][-1]:.1f} s", flush=True)
     load1 = os.getloadavg()
@@ -107,7 +107,7 @@ def main() -> None:
     margin = {v: statistics.median((b - a) / (SIZES[1] - SIZES[0]) for a, b in zip(w[SIZES[0]], w[SIZES[1]]))
               for v, w in walls.items()}
     labels = list(VARIANTS)
-    mimax_reuse, mimax_fresh, ray_reuse, ray_fresh = (margin[v] for v in labels)
+    mimax_reuse, ray_fresh, mimax_fresh, ray_reuse = (margin[v] for v in labels)
     rows = [(v, statistics.median(walls[v][SIZES[0]]), statistics.median(walls[v][SIZES[1]]), margin[v])
             for v in labels]
     table = [f"| variant | {SIZES[0]} trials (s) | {SIZES[1]} trials (s) | marginal s / trial |", "|---|---:|---:|---:|",
@@ -131,7 +131,8 @@ def main() -> None:
         f"Each variant runs a {SIZES[0]}-trial and a {SIZES[1]}-trial study, 2 trials at a time on 1 CPU each, in a "
         f"process of its own with a private Ray cluster; the marginal wall time per trial is (T{SIZES[1]} − "
         f"T{SIZES[0]}) / {SIZES[1] - SIZES[0]}, so the "
-        "start-up of the driver, of Ray and of the first workers cancels. The variants take turns. mimax: "
+        "start-up of the driver, of Ray and of the first workers cancels. Each variant runs its two studies back "
+        "to back, and the variants one after another (mimax reused, then Ray Tune without reuse). mimax: "
         "`mimax launch bench/spaces/many.yaml` (MNIST, MLP × bilinear × InfoNCE, 20 steps, the bound on one "
         "batch, no probe, random sampler over `train.lr`, SQLite), with `--fresh-workers` for a new worker "
         "process per trial (mimax before issue 24). Ray Tune: a function trainable that reports once.",

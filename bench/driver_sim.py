@@ -189,7 +189,7 @@ def main() -> None:
         "",
         *[f"- {r['backend']}, {r['budget']}: {fmt_top(r['top'], 10)}" for r in results],
     ])
-    write_section("Driver limit: 10,000 simulated trials", body)
+    write_section("Driver limit: simulated trials", body)
 
 
 if __name__ == "__main__":

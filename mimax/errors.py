@@ -11,6 +11,9 @@ class ConfigError(ValueError):
         self.message = message
         super().__init__(f"{path}: {message}" if path else message)
 
+    def __reduce__(self):  # copied and pickled whole (Ray copies a trial's error to report it)
+        return type(self), (self.path, self.message)
+
 
 def from_validation_error(exc, prefix: str = "", unknown_first: bool = False) -> ConfigError:
     """Turn the first error of a pydantic ValidationError into a ConfigError with a dotted path;

@@ -19,6 +19,7 @@ from mimax.study.outcome import final_state
 from mimax.trainables.tune_adapter import read_meta, records_of
 
 log = logging.getLogger(__name__)
+KEEP_CHECKPOINTS = 3  # per trial (Tune's num_to_keep): the store names one of them even while it lags one behind
 OUTAGE_S = 300.0  # how long the writer keeps writing again into an unreachable database before it gives up
 
 
@@ -126,6 +127,7 @@ class StoreCallback(tune.Callback):
         self.last: dict[str, dict] = {}  # trial_key -> last record seen
         self.ended: set[str] = set()  # members that ended inside a running pack (diverged)
         self.checkpoints: dict[str, str] = {}  # Ray trial id -> its last checkpoint directory
+        self.named: dict[str, threading.Event] = {}  # Ray trial id -> set once the store names its last checkpoint
 
     @staticmethod
     def _keys(trial) -> list[str]:
@@ -162,12 +164,17 @@ class StoreCallback(tune.Callback):
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         meta = read_meta(checkpoint.path) if Path(checkpoint.path).exists() else None
         if meta and meta.get("trial_keys") == self._keys(trial):
+            # Tune keeps a trial's last KEEP_CHECKPOINTS (3) and deletes older ones as new ones come, so the
+            # database must never lag two behind: the checkpoint it was told before this one must be written
+            # before it is told this one. That write is usually long done; only a writer that fell behind (or
+            # a database that is down) holds Tune's loop here, and the trials wait in their next report.
+            named = self.named.pop(trial.trial_id, None)
+            if named is not None and (not named.is_set() or self.writer.error is not None):
+                self.writer.flush()
             self._put_members(trial, {"checkpoint": checkpoint.path, "checkpoint_step": meta["step"]})
             self.checkpoints[trial.trial_id] = checkpoint.path
-            # Tune deletes all but the last two checkpoints of a trial as new ones come: wait until the
-            # database names this one, so that the one it named before may go. While the database is
-            # down this holds Tune's loop (the trials wait in their next report) instead of racing ahead.
-            self.writer.flush()
+            self.named[trial.trial_id] = threading.Event()
+            self.writer.put("barrier", self.named[trial.trial_id])  # set once the lines above are written
 
     @staticmethod
     def _split(trial) -> bool:
@@ -175,6 +182,7 @@ class StoreCallback(tune.Callback):
         return bool((trial.last_result or {}).get("pack_split"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.named.pop(trial.trial_id, None)
         if self._split(trial):
             self._put_members(trial, {"state": "pending"}, [k for k in self._keys(trial) if k not in self.ended])
             return
@@ -188,6 +196,7 @@ class StoreCallback(tune.Callback):
                 self.progress.on_end(trial, state)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.named.pop(trial.trial_id, None)
         keys = [k for k in self._keys(trial) if k not in self.ended]
         if self._split(trial):  # the searcher runs its members again
             self._put_members(trial, {"state": "pending"}, keys)
@@ -213,7 +222,8 @@ class StoreCallback(tune.Callback):
 
     # Ray pickles callbacks into the experiment directory: keep the store (and its URL) out of it.
     def __getstate__(self):
-        return {"writer": None, "progress": None, "searcher": None, "last": {}, "ended": set(), "checkpoints": {}}
+        return {"writer": None, "progress": None, "searcher": None, "last": {}, "ended": set(), "checkpoints": {},
+                "named": {}}
 
 
 def _connection_lost(exc: BaseException) -> bool:

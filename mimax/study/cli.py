@@ -31,6 +31,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no live progress")
     p.add_argument("--pack", type=_pack, default="auto", metavar="R|auto",
                    help="seed replicates trained together in one trial (default: as many as fit in memory)")
+    p.add_argument("--fresh-workers", dest="reuse_workers", action="store_false",
+                   help="a new worker process for every trial (default: a worker runs trial after trial)")
+    p.add_argument("--trainable", choices=["mimax", "null"], default="mimax",
+                   help="null: a test trainable that reports without training, to measure the driver")
 
 
 def register(sub) -> None:

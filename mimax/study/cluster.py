@@ -70,6 +70,9 @@ def connect(address: str | None, scrub: Callable[[str], str] | None = None) -> d
     # The database is the record: no per-trial CSV/JSON/TensorBoard loggers, no snapshot-rate warnings.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Nor Tune's experiment state (resume reads the database): each snapshot serialises every trial of the
+    # session, so at Tune's default period it took a fifth of the driver in a long study (docs/STUDIES.md).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "600")
     import logging
 
     logging.getLogger("ray").setLevel(logging.ERROR)  # mimax reports progress itself

@@ -26,6 +26,8 @@ class RunOptions:
     scheduler: str = "none"
     quiet: bool = False
     pack: int | str = "auto"  # seed replicates per Ray trial
+    reuse_workers: bool = True  # Tune's actor reuse: a worker process runs trial after trial
+    trainable: str = "mimax"  # or "null": reports without training (tune_adapter.null_trial), to measure the driver
 
     def check(self) -> None:
         """Refuse what no cluster could run, before anything is opened or written (the cluster's own
@@ -40,6 +42,8 @@ class RunOptions:
             raise ConfigError("--pack", f"expected a whole number ≥ 1 or auto, got {self.pack!r}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ConfigError("--max-concurrent", f"expected a whole number ≥ 1, got {self.max_concurrent}")
+        if self.trainable not in ("mimax", "null"):
+            raise ConfigError("--trainable", f"expected mimax or null, got {self.trainable!r}")
         if self.scheduler not in ("none", "asha"):
             raise ConfigError("--scheduler", f"expected none or asha, got {self.scheduler!r}")
         if self.address is not None:  # --address "" is a mistake, not a request for a local cluster
@@ -228,11 +232,11 @@ def _connect(opts: RunOptions, store) -> None:
 def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict:
     from ray import tune
 
-    from mimax.study.callback import StoreCallback, StoreWriter
+    from mimax.study.callback import KEEP_CHECKPOINTS, StoreCallback, StoreWriter
     from mimax.study.environment import collect_environment
     from mimax.study.progress import StudyProgress
     from mimax.study.searcher import StudySearcher
-    from mimax.trainables.tune_adapter import tune_trial
+    from mimax.trainables.tune_adapter import null_trial, tune_trial
 
     owner = driver_owner()
     store.claim_driver(name, owner, alive=owner_alive)
@@ -268,12 +272,13 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
             tune_kwargs = {"metric": metric, "mode": mode}
         remaining = searcher.remaining()
         if remaining > 0:
-            trainable = tune.with_resources(tune_trial, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+            function = tune_trial if opts.trainable == "mimax" else null_trial
+            trainable = tune.with_resources(function, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                    max_concurrent_trials=opts.max_concurrent,
+                    max_concurrent_trials=opts.max_concurrent, reuse_actors=opts.reuse_workers,
                     trial_name_creator=lambda t: t.config["pack_key"],
                     trial_dirname_creator=lambda t: t.config["pack_key"],
                     **tune_kwargs,
@@ -281,7 +286,7 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
                 run_config=tune.RunConfig(
                     name=f"{_safe(name)}-session{session}", storage_path=study["results_dir"],
                     callbacks=[callback], verbose=0,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )

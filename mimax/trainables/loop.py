@@ -22,7 +22,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -61,10 +61,13 @@ def raw_config(config: Mapping[str, Any] | TrialConfig) -> dict[str, Any]:
 
 
 class Trainer:
-    """Train and evaluate seed replicates of one trial config (default: the config's own seed)."""
+    """Train and evaluate seed replicates of one trial config (default: the config's own seed).
+
+    ``dataset(cls, params, device)`` builds the data (default: ``cls(params, device)``; a Ray worker passes
+    its per-process cache, ``worker.dataset``)."""
 
     def __init__(self, config: Mapping[str, Any] | TrialConfig, seeds: Sequence[int] | None = None,
-                 device: str | None = None):
+                 device: str | None = None, dataset: Callable[..., Any] | None = None):
         raw = raw_config(config)
         if seeds is not None:
             seeds = [int(s) for s in seeds]
@@ -79,7 +82,8 @@ class Trainer:
         self.size = len(self.seeds)
         self.device = resolve_device(device or self.cfg.device)
         data_cls, data_params = self.resolved.data
-        self.data = data_cls(data_params, self.device)  # read-only, shared by the replicates
+        # read-only, shared by the replicates (and, built by a worker's cache, by its later trials)
+        self.data = dataset(data_cls, data_params, self.device) if dataset else data_cls(data_params, self.device)
         mode = MODES[self.cfg.train.mode]
         built = []
         for seed in self.seeds:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import sys
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
@@ -44,6 +45,10 @@ FAMILIES: dict[str, tuple[dict[str, type], type, tuple[str, ...]]] = {
     "probe": (PROBES, Probe, ("fit_score",)),
 }
 BUILTIN = {family: dict(reg) for family, (reg, _, _) in FAMILIES.items()}  # as shipped
+# What each module's import registered (module -> [(family, class)]): a module imports once per process, so
+# after ``reset`` its registrations are made again from here when a config names it.
+_MADE: dict[str, list[tuple[str, type]]] = {}
+_RECORDING: list[list[tuple[str, type]]] = []  # one list per import under way
 
 
 def _where(cls: type) -> str:
@@ -77,7 +82,19 @@ def register(family: str, cls: type | None = None) -> Callable[[type], type] | t
         raise ConfigError("plugins", f"{family} {name!r} ({_where(cls)}) clashes with {_where(known)}, "
                                      "registered under that name already")
     registry[name] = cls
+    for made in _RECORDING:
+        made.append((family, cls))
     return cls
+
+
+def reset() -> None:
+    """The registries as a fresh process has them: the built-ins alone. A Ray worker calls this before each
+    trial, so that no trial sees another's plugins; the next ``resolve`` registers the entry points and the
+    config's own plugins again."""
+    for family, (registry, _, _) in FAMILIES.items():
+        registry.clear()
+        registry.update(BUILTIN[family])
+    load_entry_points.cache_clear()
 
 
 def family_of(cls: type) -> str:
@@ -103,7 +120,17 @@ def _import(ref: str, where: str) -> Any:
     """``pkg.mod`` or ``pkg.mod:attr``; any failure is one line naming ``ref``."""
     module, _, attr = ref.partition(":")
     try:
-        obj = importlib.import_module(module)
+        if module in sys.modules and module in _MADE:  # imported before: its registrations again
+            for family, cls in _MADE[module]:
+                register(family, cls)
+            obj = sys.modules[module]
+        else:
+            _RECORDING.append([])
+            try:
+                obj = importlib.import_module(module)
+            finally:
+                made = _RECORDING.pop()
+            _MADE[module] = made
         for part in filter(None, attr.split(".")):
             obj = getattr(obj, part)
         return obj

@@ -11,6 +11,9 @@ A trial restored from a checkpoint (Ray's own restore, or ``resume_from`` given 
 re-reports the records stored in that checkpoint first: writes are idempotent on (trial, step), and
 this closes the gap when the driver died between a checkpoint and its database write.
 
+A worker process runs trial after trial (``mimax.trainables.worker``): each trial starts from the
+process state of a fresh worker, and a dataset is loaded once per process.
+
 A fresh pack that does not fit its device (``memory.start_or_split``: by ``fitting_pack_size``, or a
 real out-of-memory error before its first evaluation after step 0) trains nothing: it reports one
 result without records, ``{"pack_split": size, "records": {}}``, and the searcher runs its members
@@ -74,19 +77,21 @@ def tune_trial(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
+    from mimax.trainables import worker
     from mimax.trainables.loop import Trainer
     from mimax.trainables.memory import fitting_pack_size, start_or_split
 
-    device = "cuda" if ray.get_gpu_ids() else "cpu"  # CPU-only trials never touch a GPU
     members = config["members"]
     keys = [m["trial_key"] for m in members]
     seeds = [m["seed"] for m in members]
+    worker.fresh(seeds[0])  # this process may have run other trials before (Tune's actor reuse)
+    device = "cuda" if ray.get_gpu_ids() else "cpu"  # CPU-only trials never touch a GPU
     ctx = ray.get_runtime_context()
     where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "device": device,
-             "pack_size": len(members)}
+             "pack_size": len(members), "pid": os.getpid()}
 
     def build() -> Trainer:
-        return Trainer(config["trial"], seeds, device=device)
+        return Trainer(config["trial"], seeds, device=device, dataset=worker.dataset)
 
     restored = tune.get_checkpoint()
     replay: dict[str, dict] = {}
@@ -127,3 +132,39 @@ def tune_trial(config: dict[str, Any]) -> None:
             meta = {"pack_key": config["pack_key"], "trial_keys": keys, "step": trainer.step}
             Path(d, META_FILE).write_text(json.dumps(meta))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def null_trial(config: dict[str, Any]) -> None:
+    """A test trainable for measuring the driver (``mimax launch --trainable null``, docs/STUDIES.md): it
+    reports what ``tune_trial`` reports, a record per member at step 0, every ``eval.every`` steps and at
+    ``train.steps``, each result with a (tiny) checkpoint, and resumes from one, but builds and trains nothing.
+    Its bounds are made up from the learning rate, the step and the seed; no torch is imported."""
+    import math
+
+    from ray import tune
+
+    trial, members = config["trial"], config["members"]
+    steps, every = trial["train"]["steps"], trial["eval"]["every"]
+    k, lr = trial["train"].get("batch_size", 128), trial["train"].get("lr", 1e-4)
+    where = {"pack_size": len(members), "pid": os.getpid(), "ceiling": None, "true_mi": None, "params.g1": 0}
+    start = 0  # a checkpoint's step is reported again, as tune_trial replays its checkpoint's records
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            start = read_meta(d)["step"]
+    elif config.get("resume_from"):
+        start = read_meta(config["resume_from"])["step"]
+    for step in sorted({*range(0, steps + 1, every), steps}):
+        if step < start:
+            continue
+        records = {}
+        for m in members:
+            bound = math.log(k) * (1 - math.exp(-10 * lr * step)) + 1e-3 * (m["seed"] % 7)
+            records[m["trial_key"]] = {"event": "eval", "step": step, "bound_train": bound, "bound_test": bound,
+                                       "probe_accuracy": None, "loss": -bound, "wall_s": 0.0}
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, CHECKPOINT_FILE).write_text(json.dumps({"step": step}))
+            meta = {"pack_key": config["pack_key"], "trial_keys": [m["trial_key"] for m in members], "step": step}
+            Path(d, META_FILE).write_text(json.dumps(meta))
+            tune.report({**summary(records, step), **where, "records": records, "replayed": False},
+                        checkpoint=tune.Checkpoint.from_directory(d))

@@ -13,7 +13,7 @@ from mimax.errors import ConfigError
 from mimax.trainables.config import resolve
 from mimax.trainables.critics import CRITICS, Critic
 from mimax.trainables.loop import Trainer
-from mimax.trainables.plugins import FAMILIES, load_entry_points, register
+from mimax.trainables.plugins import BUILTIN, FAMILIES, load_entry_points, register, reset
 
 
 def critic_class(name: str, module: str = __name__) -> type:
@@ -82,6 +82,36 @@ def test_a_config_names_modules_that_are_imported_before_look_up(tmp_path, monke
     assert "plugins" not in resolve(config("bilinear")).config.to_dict()  # older configs hash as before
     with pytest.raises(ConfigError, match=r"^plugins\.0: string should match pattern"):
         resolve(config("tripled", plugins=["not a module"]))
+
+
+def test_after_reset_only_the_configs_own_plugins_are_registered_again(tmp_path, monkeypatch):
+    """What a Ray worker does between trials: a module imports once per process, yet each trial sees the
+    built-ins plus its own plugins (and entry points), as in a fresh process."""
+    (tmp_path / "helper_critics.py").write_text(textwrap.dedent("""\
+        from mimax.trainables.critics import Critic
+
+        class Halved(Critic):
+            name = "halved"
+            has_parameters = False
+
+            def forward(self, u, v):
+                return u @ v.T / 2
+    """))
+    (tmp_path / "my_plugin.py").write_text(textwrap.dedent("""\
+        from mimax.trainables.plugins import register
+        from helper_critics import Halved
+
+        register("critic", Halved)  # a class defined in another module
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = resolve(config("halved", plugins=["my_plugin"])).critic[0]
+    reset()
+    assert CRITICS == BUILTIN["critic"]
+    with pytest.raises(ConfigError, match=r"critic\.name: unknown critic 'halved'"):
+        resolve(config("halved"))  # named, not listed: refused as in a fresh process
+    assert resolve(config("halved", plugins=["my_plugin"])).critic[0] is first  # registered again, same class
+    reset()
+    assert resolve(config("halved", plugins=["my_plugin"])).critic[0] is first
 
 
 def test_entry_points_of_an_installed_package_register_on_first_look_up(tmp_path, monkeypatch):

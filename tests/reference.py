@@ -16,6 +16,7 @@ for its seed, up to float rounding (tests/trainables/test_packed.py, test_loop.p
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 from typing import Any
 
@@ -286,3 +287,45 @@ def reference_run(config: dict[str, Any], seed: int) -> tuple[list[dict[str, Any
             records.append(evaluate(step, sum(losses) / len(losses)))
             losses = []
     return records, g1
+
+
+@torch.no_grad()
+def probe_flips(config: dict[str, Any], seed: int, g1: nn.Module, rel: float, draws: int = 5) -> dict[str, int]:
+    """How many test predictions each probe of ``config`` changes when the final evaluation's features
+    (g1's, on that evaluation's probe data) move by a relative ``rel``: the most over ``draws``
+    multiplicative perturbations x·(1 + rel·ε), ε ~ N(0, 1). A probe stopped long before it converges
+    (the torch probe's 10 L-BFGS iterations, the paper's saga at tol 0.1) can flip predictions for
+    inputs near its boundary from float rounding alone: this measures by how many, per probe label."""
+    res = resolve(dict(config, seed=seed))
+    cfg = res.config
+    data = res.data[0](res.data[1], "cpu")
+    step = cfg.train.steps
+    x_tr, y_tr, x_te, y_te = data.probe_data(torch.Generator().manual_seed(seed * 1_000_003 + step * 31 + 3))
+    n = cfg.eval.probe_train_size or len(y_tr)
+    g1.eval()
+    f_tr, f_te = g1(x_tr[:n]), g1(x_te)
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for label, p_cls, p_params in res.probes:
+        def predict(a, b):
+            if p_cls.name == "torch":
+                fit = torch_probe_fit(p_params, a, y_tr[:n])
+                return fit.classes[fit.logits(b).argmax(1)]
+            from sklearn.linear_model import LogisticRegression  # the paper's probe, as SklearnProbe runs it
+            from sklearn.preprocessing import MinMaxScaler
+
+            a_np, b_np = a.numpy().astype(np.float32), b.numpy().astype(np.float32)
+            scaler = MinMaxScaler().fit(a_np)
+            clf = LogisticRegression(solver="saga", C=p_params.C, tol=p_params.tol, max_iter=p_params.max_iter,
+                                     random_state=p_params.random_state)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # saga stops at tol 0.1 or 100 epochs, as the protocol says
+                clf.fit(scaler.transform(a_np), y_tr[:n].numpy())
+            return torch.as_tensor(clf.predict(scaler.transform(b_np)))
+        base = predict(f_tr, f_te)
+        worst = 0
+        for _ in range(draws if rel > 0 else 0):
+            noisy = [f * (1 + rel * torch.randn(f.shape, generator=gen)) for f in (f_tr, f_te)]
+            worst = max(worst, int((predict(*noisy) != base).sum()))
+        out[label] = worst
+    return out

@@ -12,6 +12,9 @@ from mimax.errors import ConfigError
 from mimax.trainables.base import parse_params
 from mimax.trainables.critics import CRITICS, Critic
 
+# float32: the critic and its oracle sum the same products in another order, ≤ d·eps32 ≈ 1e-5 apart
+F32 = {"rtol": 1e-5, "atol": 1e-5}
+
 K = 6
 
 
@@ -56,7 +59,7 @@ def test_bilinear_closed_form():
     u, v = inputs(5, 7)
     w = critic.weight.detach()
     expected = brute(lambda a, b: sum(a[p] * w[p, q] * b[q] for p in range(5) for q in range(7)), u, v)
-    torch.testing.assert_close(critic(u, v), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(critic(u, v), expected, **F32)
 
 
 def test_bilinear_init_like_pytorch_linear_on_v():
@@ -75,7 +78,7 @@ def test_separable_closed_form():
         return last.weight @ torch.relu(first.weight @ x + first.bias) + last.bias
 
     expected = brute(lambda a, b: phi(critic.phi_u, a) @ phi(critic.phi_v, b), u, v)
-    torch.testing.assert_close(critic(u, v), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(critic(u, v), expected, **F32)
 
 
 def concat_oracle(critic: Critic, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -88,7 +91,7 @@ def test_concat_closed_form(layers):
     critic = build("concat", 5, 7, hidden=9, layers=layers)
     assert critic.net[0].in_features == 12
     u, v = inputs(5, 7)
-    torch.testing.assert_close(critic(u, v), concat_oracle(critic, u, v), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(critic(u, v), concat_oracle(critic, u, v), **F32)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 20, 10**9])
@@ -96,7 +99,7 @@ def test_concat_chunking_changes_nothing(chunk):
     # K = 9 rows: chunk 7 -> one row per chunk; 20 -> two rows with a remainder; 10**9 -> all at once.
     critic = build("concat", 5, 7, hidden=9, chunk=chunk)
     u, v = inputs(5, 7, ku=9, kv=9)
-    torch.testing.assert_close(critic(u, v), concat_oracle(critic, u, v), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(critic(u, v), concat_oracle(critic, u, v), **F32)
 
 
 def test_concat_fig4c_shape():
@@ -108,7 +111,7 @@ def test_concat_fig4c_shape():
 def test_inner_closed_form():
     u, v = inputs(6, 6)
     expected = brute(lambda a, b: sum(a[p] * b[p] for p in range(6)), u, v)
-    torch.testing.assert_close(build("inner", 6, 6)(u, v), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(build("inner", 6, 6)(u, v), expected, **F32)
 
 
 @pytest.mark.parametrize("temperature", [0.1, 2.0])

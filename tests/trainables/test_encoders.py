@@ -204,6 +204,7 @@ def _sgd_steps(enc: Encoder, steps: int = 5, lr: float = 1e-2) -> None:
 def test_realnvp_inverse_at_init(coupling):
     enc = build("realnvp", layers=30, hidden=64, coupling=coupling)
     x = torch.rand(8, 32)
+    # 30 float32 couplings each add and subtract a shift of size ~1: ≤ 30 · 2 · eps32 · |shift| ≈ 1e-5 apart
     torch.testing.assert_close(enc.inverse(enc(x)), x, atol=1e-4, rtol=0)
 
 
@@ -216,13 +217,15 @@ def test_realnvp_inverse_after_training(coupling):
     _sgd_steps(enc)
     y = enc(x)
     assert (y - before).abs().max() > 0.1  # the map really changed
-    torch.testing.assert_close(enc.inverse(y), x, atol=1e-4, rtol=0)
+    torch.testing.assert_close(enc.inverse(y), x, atol=1e-4, rtol=0)  # the same float32 bound as above
 
 
 def test_realnvp_additive_starts_as_a_permutation():
     enc = build("realnvp", layers=30, hidden=64)
     x = torch.randn(4, 32)
     y = enc(x)
+    # at init the couplings' shifts are N(0, 1e-4²)-sized (init_std 1e-4), not 0: each of 30 layers moves a
+    # value by ~1e-4 · √hidden, so the map is a permutation to ~1e-3, far from a real mixing (next line)
     torch.testing.assert_close(y.sort(dim=1).values, x.sort(dim=1).values, atol=1e-3, rtol=0)
     assert not torch.allclose(y, x, atol=1e-2)  # ... and not the identity one
 
@@ -236,6 +239,7 @@ def test_realnvp_log_det_matches_jacobian(coupling):
         jac = torch.autograd.functional.jacobian(lambda xi: enc(xi[None])[0], x[b])
         sign, logabs = torch.linalg.slogdet(jac.double())
         assert sign != 0
+        # float32 log-scales summed over the layers (≲ layers · dim · eps32) against a float64 slogdet
         torch.testing.assert_close(enc.log_det(x[b : b + 1])[0].double(), logabs, atol=1e-4, rtol=1e-4)
     if coupling == "additive":
         assert torch.equal(enc.log_det(x), torch.zeros(3))

@@ -41,6 +41,8 @@ def test_a_lone_trial_matches_the_reference(small_config):
     assert [r.keys() - {"wall_s"} for r in got] == [r.keys() for r in expected]
     for a, b in zip(expected, got):
         for key in ("bound_train", "bound_test", "loss"):
+            # float32 sums over a batch (≤ K·eps32 ≈ 1.5e-5 relative), 20 steps at a small learning rate
+            # (test_packed.py's bound): within 1e-4 on any x86 kernel
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a["step"])
         assert abs(a["probe_accuracy"] - b["probe_accuracy"]) <= 1 / 450 + 1e-6
 
@@ -76,6 +78,8 @@ def test_evaluating_does_not_change_the_training_trajectory(small_config):
     dense_last = lone(small_config)[-1]
     sparse_last = lone(sparse)[-1]
     for key in ("bound_train", "bound_test", "probe_accuracy"):
+        # the same kernels on the same numbers: equal up to float32 sums of K ≤ 32 terms (~eps32 · K ≈ 4e-6
+        # on a bound of ~1; the evaluations draw from their own generators, never the training's)
         assert dense_last[key] == pytest.approx(sparse_last[key], rel=1e-6, abs=1e-7)
 
 
@@ -168,6 +172,8 @@ def assert_close_records(expected, got):
     assert [r["step"] for r in got] == [r["step"] for r in expected]
     for a, b in zip(expected, got):
         for key in ("bound_train", "bound_test", "loss"):
+            # float32 sums over a batch (≤ K·eps32 ≈ 1.5e-5 relative), 20 steps at a small learning rate
+            # (test_packed.py's bound): within 1e-4 on any x86 kernel
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a["step"])
         assert abs(a["probe_accuracy"] - b["probe_accuracy"]) <= 1 / 450 + 1e-6
 

@@ -19,17 +19,22 @@ from mimax.trainables.estimators import ESTIMATORS
 from mimax.trainables.functional import Stacked
 from mimax.trainables.loop import Trainer
 from mimax.trainables.modes import MODES
-from reference import reference_records, reference_run, seeded
+from reference import probe_flips, reference_records, reference_run, seeded
 
 N_TEST = 450  # digits' test split: one probe prediction is 1/450 of accuracy
-# How far a probe accuracy may move. A bijection passes digits' pixels through: on those features the
-# torch probe itself (10 L-BFGS steps) moves by up to 4 of 450 predictions when its input features move
-# by 1e-6 relative, the size of float32 rounding differences between batched and single kernels
-# (measured on the single probe alone). Elsewhere one prediction.
-PROBE_TOL = {"realnvp": 4 / N_TEST, "realnvp-affine": 4 / N_TEST}
+# How far a probe accuracy may move between the trainer and the reference. Their float32 kernels differ
+# (vmapped and batched against plain; and by CPU: thread count, instruction set, BLAS code path), so
+# after training g1's features differ at the level of rounding amplified by the steps: the relative drift
+# this test measures on the final features. A probe stopped before it converges (10 L-BFGS iterations;
+# the paper's saga at tol 0.1) flips the predictions of inputs near its boundary under such a drift. The
+# tolerance is the probe's own sensitivity, measured in the test (reference.probe_flips): the most
+# predictions it changes under five random perturbations of twice the observed drift, plus one. This is what the
+# convnet's 12-of-450 tolerance was (issue 27): its GroupNorm makes the drift larger, and how large
+# depends on the CPU's kernels, so a fixed count fitted on one machine fails on another.
+DRIFT_MARGIN = 2.0
 
 # Weights large enough that the features are well mixed: the torch probe is then stable to float
-# rounding of its input (see PROBE_TOL).
+# rounding of its input (see N_TEST).
 ENCODER_SECTIONS = {
     "mlp": {"name": "mlp", "hidden": [32], "out_dim": 16},
     "convnet": {"name": "convnet", "channels": [8, 16], "kernel": 3, "out_dim": 16},
@@ -65,14 +70,22 @@ def column(outputs, r):
     return [out[r] for out in outputs if out[r] is not None]
 
 
-def assert_same_records(expected, got, rel=1e-4, abs_=1e-5, probe_tol=1 / N_TEST):
+# Bounds and losses: float32 sums over a batch of K ≤ 128 scores carry a relative error of about K·eps32
+# ≈ 1.5e-5, and 20 training steps at lr 1e-4 change each weight by ≤ 2e-3, so the trainer's and the
+# reference's trajectories stay within rel 1e-4 (abs 1e-5 for values crossing zero).
+def assert_same_records(expected, got, rel=1e-4, abs_=1e-5, probe_tol: dict | None = None):
+    """``probe_tol``: predictions per probe label (``probe_accuracy`` is the first probe's) that may differ."""
     assert len(expected) == len(got), ([r["step"] for r in expected], [r["step"] for r in got])
+    probe_tol = probe_tol or {}
+    first = next(iter(probe_tol), None)
     for a, b in zip(expected, got):
         assert a.keys() == b.keys() - {"wall_s"}
         for key, va in a.items():
             vb = b[key]
             if key.startswith("probe_accuracy") and va is not None:
-                assert abs(va - vb) <= probe_tol + 1e-6, (key, a["step"], va, vb)  # float32 means
+                label = key.partition(".")[2] or first
+                tol = probe_tol.get(label, 0) / N_TEST
+                assert abs(va - vb) <= tol + 1e-6, (key, a["step"], va, vb, probe_tol)  # 1e-6: float32 means
             elif isinstance(va, float):
                 assert vb == pytest.approx(va, rel=rel, abs=abs_), (key, a["step"], va, vb)
             else:
@@ -80,25 +93,36 @@ def assert_same_records(expected, got, rel=1e-4, abs_=1e-5, probe_tol=1 / N_TEST
 
 
 def assert_matches_reference(cfg, seeds=(0, 1), **tol):
-    """A lone trial of seeds[0] and a pack of ``seeds`` against the reference of each seed: the records,
-    and the trained g1 of every replicate."""
+    """A lone trial of seeds[0] and a pack of ``seeds`` against the reference of each seed: the trained
+    g1 of every replicate, then the records, their probe accuracies within the probe's own sensitivity to
+    the feature drift measured here (see N_TEST)."""
     lone = Trainer(dict(cfg, seed=seeds[0]))
     x = lone.data.eval_batches("test", 200, 1, torch.Generator().manual_seed(5))[0][0]
     runs = [(lone, list(lone.run()), seeds[:1])]
     if len(seeds) > 1:
         pack = Trainer(cfg, seeds)
         runs.append((pack, list(pack.run()), seeds))
-    for seed_index, seed in enumerate(seeds):
+    for seed in seeds:
         records, g1 = reference_run(cfg, seed)
+        drift, columns = 0.0, []
         for trainer, outputs, its_seeds in runs:
             if seed not in its_seeds:
                 continue
             r = its_seeds.index(seed)
-            assert_same_records(records, column(outputs, r), **tol)
+            columns.append(column(outputs, r))
             if trainer.alive[r]:
                 got = trainer.features([x] * trainer.size)[r]
                 with torch.no_grad():
-                    torch.testing.assert_close(got, g1(x), rtol=1e-4, atol=1e-5)
+                    ref = g1(x)
+                # the features' drift: rounding amplified by training, far below a real difference
+                torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+                drift = max(drift, float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
+        flips = probe_flips(cfg, seed, g1, DRIFT_MARGIN * drift) if records[-1]["probe_accuracy"] is not None else {}
+        # + 1 when anything drifted: one input whose two top logits tie to rounding flips with any drift,
+        # and five random draws at one evaluation need not meet it (alternative kernels did, at step 10)
+        flips = {label: n + (drift > 0) for label, n in flips.items()}
+        for col in columns:
+            assert_same_records(records, col, probe_tol=flips, **tol)
     return runs[-1][1]
 
 
@@ -108,7 +132,7 @@ def assert_matches_reference(cfg, seeds=(0, 1), **tol):
 @pytest.mark.parametrize("critic", sorted(CRITIC_SECTIONS))
 @pytest.mark.parametrize("encoder", sorted(ENCODER_SECTIONS))
 def test_lone_trial_and_pack_replicates_match_the_reference(encoder, critic):
-    outputs = assert_matches_reference(config(encoder, critic), probe_tol=PROBE_TOL.get(encoder, 1 / N_TEST))
+    outputs = assert_matches_reference(config(encoder, critic))
     assert [out[0]["step"] for out in outputs] == [0, 10, 20]
     assert outputs[-1][0]["bound_train"] != outputs[-1][1]["bound_train"]  # the replicates really differ
 
@@ -178,11 +202,7 @@ def protocol(cfg):
                                  config("realnvp-affine", "separable", estimator="nwj"), ADVERSARIAL],
                          ids=["mlp-concat", "convnet-bilinear", "realnvp-separable", "adversarial"])
 def test_the_papers_protocol_matches_the_reference(cfg):
-    # The convnet's float32 torch probe read 10 of 900 test images apart from the reference when this test
-    # ran on a pytest-xdist worker after a different set of tests (alone or in file order: within 4); the
-    # cause is not yet found (open item, 2026-11-30): until then its probe tolerance is 12 images.
-    tol = (12 if cfg["encoder"]["name"] == "convnet" else 4) / N_TEST
-    outputs = assert_matches_reference(protocol(cfg), probe_tol=tol)
+    outputs = assert_matches_reference(protocol(cfg))
     rec = outputs[-1][0]
     assert {"probe_accuracy.sklearn", "probe_accuracy.torch", "probe_accuracy.torch-long"} <= rec.keys()
     assert rec["probe_accuracy"] == rec["probe_accuracy.sklearn"]  # the first probe's

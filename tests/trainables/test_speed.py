@@ -69,7 +69,9 @@ def test_bf16_training_stays_close_to_float32(small_config):
     assert fp32[-1][1] > fp32[0][1] + 0.5  # it learned something for the comparison to mean anything
     assert bf16 != fp32  # bf16 rounding did change the trajectory
     for (step, b32, p32), (_, b16, p16) in zip(fp32, bf16):
-        assert b16 == pytest.approx(b32, abs=0.02), step  # nats; log K = 3.47 here
+        # bf16 keeps 8 bits (eps 2^-8 ≈ 0.004): scores of size ~3 carry ~0.01 each, and the bound averages
+        # them over K pairs and K rows; 0.02 nats is that rounding, not a change of the estimate (log K = 3.47)
+        assert b16 == pytest.approx(b32, abs=0.02), step
         assert abs(p16 - p32) <= 0.01, step
 
 
@@ -91,5 +93,5 @@ def test_compiled_training_matches_eager(small_config, estimator):
     packed_first = bound_and_probe(packed.run())
     for other in (compiled, packed_first):
         for (step, b, p), (_, b2, p2) in zip(eager, other):
-            assert b2 == pytest.approx(b, rel=1e-4, abs=1e-5), step
+            assert b2 == pytest.approx(b, rel=1e-4, abs=1e-5), step  # fused kernels' rounding: test_packed's bound
             assert abs(p2 - p) <= 1 / 450 + 1e-6, step  # at most one digits test prediction

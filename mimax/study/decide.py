@@ -102,6 +102,20 @@ def _per_trial_seconds(data) -> float | None:
     return float(statistics.median(per)) if len(per) else None
 
 
+LEASE_S = 60.0  # a driver's heartbeat older than this is gone (the store's lease goes stale after 30 s)
+
+
+def _driven(study: dict) -> bool:
+    """A driver holds the study and beat within LEASE_S."""
+    from datetime import datetime, timezone
+
+    beat = study.get("driver_heartbeat_at")
+    if not study.get("driver_owner") or beat is None:
+        return False
+    beat = beat if beat.tzinfo else beat.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - beat).total_seconds() < LEASE_S
+
+
 def evaluate(claims, source: str, db_url: str, design, *, budget: str | None = None, n_boot: int = 10_000,
              seed: int = 0):
     """Every claim's sequential state and the actions that would move the open ones: (Plan, the
@@ -111,7 +125,9 @@ def evaluate(claims, source: str, db_url: str, design, *, budget: str | None = N
     from mimax.analysis.load import list_studies, load
 
     final = verify(claims, source, db_url, n_boot=n_boot, seed=seed, budget=budget)
-    status = {s["name"]: s["status"] for s in list_studies(db_url)}
+    rows = list_studies(db_url)
+    status = {s["name"]: s["status"] for s in rows}
+    busy = {s["name"] for s in rows if _driven(s)}
     studies = {name: load(db_url, name) for name in dict.fromkeys(d.study for d in final.verdicts)}
     most = max((int(d.trials["seed"].max()) + 1 for d in studies.values()), default=0)
     looks: dict[str, list] = {}
@@ -133,6 +149,9 @@ def evaluate(claims, source: str, db_url: str, design, *, budget: str | None = N
         members = {d.claim.id: looks.get(d.claim.id, []) for d in final.claims if d.family == family and d.claim.id in looks}
         outcomes.update(S.run_family(design, members))
     states = [_state(d, studies, status, looks, outcomes, design, claims, budget) for d in final.claims]
+    for st in states:  # another driver runs that study now: wait for it rather than fight for its lease
+        if st.action is not None and st.action.study in busy:
+            st.status, st.note, st.action = "waiting", f"study {st.action.study} is running under another driver", None
     return Plan(states, _merge([s.action for s in states if s.action], studies), design.ladder), final
 
 

@@ -352,8 +352,9 @@ class _Run:
             out.append((label, mask & (text == list(combo)).all(axis=1)))
         return out
 
-    def fit(self, rows: pd.DataFrame) -> tuple[E.Model | None, str]:
-        """The claim's model over ``rows`` (config_id, seed, value), or None and why not."""
+    def fit(self, rows: pd.DataFrame, mask: pd.Series | None = None, what: tuple = ()) -> tuple[E.Model | None, str]:
+        """The claim's model over ``rows`` (config_id, seed, value), or None and why not; ``mask`` and
+        ``what`` (what the values are) key the shared cache (None: not cached, derived values)."""
         claim = self.claim
         if rows.empty:
             return None, "no trial with a value"
@@ -361,7 +362,9 @@ class _Run:
         if claim.pool == "none" and (counts < 2).any():
             return None, (f"configuration {self.label(self.data)(counts.idxmin())} has 1 value; with pool none "
                           f"an interval needs ≥ 2 seeds per configuration")
-        model = E.fit(rows, pool=claim.pool == "selection", pair=claim.pair == "seed")
+        pool, pair = claim.pool == "selection", claim.pair == "seed"
+        model = (E.fit(rows, pool=pool, pair=pair) if mask is None else
+                 self.studies.model(self.data.name, rows, mask, what, pool, pair))
         if model.pooled and not model.df_resid > 0:
             return None, (f"{_count(len(rows), 'value')} in {_count(len(counts), 'configuration')} leave no "
                           f"degrees of freedom for the seed-to-seed variance")
@@ -371,29 +374,33 @@ class _Run:
         t = getattr(self.claim, self.claim.test)
         return E.compare(contrast, t.op, self.alpha, t.margin, t.tol, t.by)
 
-    def weights(self, rows: pd.DataFrame, sign: float) -> tuple[dict[str, float], str]:
+    def weights(self, rows: pd.DataFrame, sign: float, configs: set[str] | None = None) -> tuple[dict[str, float], str]:
+        """±1 / #configurations over the configurations of ``rows`` (those in ``configs``, if given)."""
         counts = rows["config_id"].astype(str).value_counts()
-        ids = sorted(counts.index)
+        ids = sorted(c for c in counts.index if configs is None or c in configs)
         self.used.update({cid: int(counts[cid]) for cid in ids})
-        return {cid: sign / len(ids) for cid in ids}, f"{_count(len(rows), 'trial')} in {_count(len(ids), 'configuration')}"
+        n = int(sum(counts[c] for c in ids))
+        return {cid: sign / len(ids) for cid in ids}, f"{_count(n, 'trial')} in {_count(len(ids), 'configuration')}"
 
     def order(self, mask: pd.Series) -> tuple[str, list[Stratum]]:
         o, data, ctx, claim = self.claim.order, self.data, self.ctx, self.claim
         col = ctx.column(data, o.factor, "order.factor")
         ctx.levels(data, col, [o.a], mask, "order.a")
         ctx.levels(data, col, [o.b], mask, "order.b")
-        rows = values(data, claim.metric, claim.when, mask, claim.minus, _KEYS)
-        model, why = self.fit(rows)
+        rows = self.studies.values(data, claim.metric, claim.when, mask, claim.minus)
+        model, why = self.fit(rows, mask, (claim.metric, claim.when, claim.minus))
         self.model = model
+        # a configuration has one level of every factor: sides and strata are sets of configurations
+        level = dict(zip(data.trials["config_id"].astype(str), data.trials[col]))
         out = []
         for name, smask in self.strata(mask):
+            in_stratum = set(data.trials.loc[smask, "config_id"].astype(str))
             sides, details = {}, []
-            for side, level, sign in (("a", o.a, 1.0), ("b", o.b, -1.0)):
-                at_level = smask & data.trials[col].map(lambda v, level=level: yaml_equal(v, level))
-                if not at_level.any():
-                    raise ctx.error("per", f"stratum {name} has no trial at {col}={_text(level)}")
-                keys = set(data.trials.loc[at_level, "trial_key"])
-                w, detail = self.weights(rows[rows["trial_key"].isin(keys)], sign)
+            for side, want, sign in (("a", o.a, 1.0), ("b", o.b, -1.0)):
+                at_level = {c for c in in_stratum if yaml_equal(level[c], want)}
+                if not at_level:
+                    raise ctx.error("per", f"stratum {name} has no trial at {col}={_text(want)}")
+                w, detail = self.weights(rows, sign, at_level)
                 sides.update(w)
                 details.append(f"{side}: {detail}")
             empty = not any(v > 0 for v in sides.values()) or not any(v < 0 for v in sides.values())
@@ -420,17 +427,16 @@ class _Run:
         else:
             ref, ref_text, ref_detail, ref_note = self.reference(v)
             text = f"{what} {_OPS[v.op]} {ref_text}"
-        rows = values(self.data, claim.metric, claim.when, mask, claim.minus, _KEYS)
+        rows = self.studies.values(self.data, claim.metric, claim.when, mask, claim.minus)
         if v.paired:
             base = values(self.data, v.metric or claim.metric, v.at, mask, columns=())[["trial_key", "value"]]
             rows = rows.merge(base, on="trial_key", suffixes=("", "_ref"))
             rows = rows.assign(value=rows["value"] - rows["value_ref"])
-        model, why = self.fit(rows)
+        model, why = self.fit(rows, None if v.paired else mask, (claim.metric, claim.when, claim.minus))
         self.model = model
         out = []
         for name, smask in self.strata(mask):
-            keys = set(self.data.trials.loc[smask, "trial_key"])
-            w, detail = self.weights(rows[rows["trial_key"].isin(keys)], 1.0)
+            w, detail = self.weights(rows, 1.0, set(self.data.trials.loc[smask, "config_id"].astype(str)))
             detail += f"; reference: {ref_detail}" if ref_detail else ""
             note = why or ref_note or ("" if w else "no trial with a value")
             if note:
@@ -535,6 +541,23 @@ class _Studies:
         self.cache: dict[str, StudyData] = {d.name: seeds_below(d, seeds) for d in preloaded}
         self._status: dict[str, str] | None = None if db_url else {d.name: "completed" for d in preloaded}
         self.passed_over: dict[str, str] = {}  # a preferred study not yet finished -> the one read instead
+        self._values: dict[tuple, pd.DataFrame] = {}
+        self._models: dict[tuple, E.Model] = {}
+
+    def values(self, data: StudyData, metric: str, when, mask: pd.Series, minus: str | None = None) -> pd.DataFrame:
+        """``values`` with the claims' columns, once per (study, metric, evaluation, trials): a file's
+        claims often read the same values (probe twins, several contrasts of one study)."""
+        key = (data.name, metric, when, minus, mask.to_numpy().tobytes())
+        if key not in self._values:
+            self._values[key] = values(data, metric, when, mask, minus, _KEYS)
+        return self._values[key]
+
+    def model(self, name: str, rows: pd.DataFrame, mask: pd.Series, what: tuple, pool: bool, pair: bool) -> E.Model:
+        """The linear model of ``rows``, once per (study, values, pooling)."""
+        key = (name, what, mask.to_numpy().tobytes(), pool, pair)
+        if key not in self._models:
+            self._models[key] = E.fit(rows, pool=pool, pair=pair)
+        return self._models[key]
 
     @property
     def status(self) -> dict[str, str]:

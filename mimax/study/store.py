@@ -113,11 +113,13 @@ class Store:
         self._columns: dict[str, list] | None = None  # at an older revision (read-only): the columns it has
         if read_only or not create:
             self.db.require_file()
-        elif self.db.path is not None:
-            try:
-                self.db.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise DatabaseError(f"cannot create the directory of {self.db.path}: {e.strerror or e}") from None
+        else:
+            if self.db.path is not None:
+                try:
+                    self.db.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise DatabaseError(f"cannot create the directory of {self.db.path}: {e.strerror or e}") from None
+            self.db.refuse_foreign()
         self.engine = self.db.readonly_engine() if read_only else self.db.engine()
         self._pid = os.getpid()
         try:

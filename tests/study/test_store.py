@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import pickle
 import threading
 import time
@@ -386,11 +387,56 @@ def test_open_without_create(db_url, tmp_path, study_fields):
         Store(db_url, create=False)
     with pytest.raises(DatabaseError, match="no database file"):
         Store(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE other"))  # now empty: mimax may make its tables there
+    engine.dispose()
     Store(db_url).close()
     store = Store(db_url, create=False)
     store.create_study("s", **study_fields)
     assert store.schema_version() == head_revision()
     store.close()
+
+
+def tables(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sorted(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["launch", "fig3-critics", "--name", "x", "--quiet"]])
+def test_another_programs_database_is_refused_and_left_as_it_was(db_url, tmp_path, capsys, argv):
+    """`--db` on a database with unrelated tables added ~17 mimax and Optuna tables to it, silently."""
+    from mimax.cli import main
+
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)"))
+        conn.execute(sa.text("INSERT INTO customers VALUES (1, 'Ada')"))
+    engine.dispose()
+    path = sa.engine.make_url(db_url).database
+    before = open(path, "rb").read() if db_url.startswith("sqlite") else None
+    assert main([*argv, "--db", db_url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a mimax database: it holds other tables (customers)" in err, err
+    assert tables(db_url) == ["customers"]
+    if before is not None:  # not even switched to WAL
+        assert open(path, "rb").read() == before and not os.path.exists(path + "-wal")
+    with pytest.raises(DatabaseError, match="not a mimax database"):
+        Store(db_url)
+
+
+def test_a_bare_path_is_echoed_with_the_url_to_write(tmp_path, capsys, monkeypatch):
+    from mimax.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "--db", "my.db"]) == 2
+    assert capsys.readouterr().err == ("mimax: error: database URL 'my.db' is not a URL; for a SQLite file write "
+                                       "sqlite:///my.db\n")
+    assert not (tmp_path / "my.db").exists()
 
 
 def test_sqlite_pragmas(sqlite_url):

@@ -16,6 +16,7 @@ from mimax.contract import TRIAL_FLOATS, EvalRecord, PackResult
 from mimax.db import DatabaseError
 from mimax.study.models import utcnow
 from mimax.study.outcome import final_state
+from mimax.study.store import HEARTBEAT_S
 from mimax.trainables.tune_adapter import read_meta, records_of
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ OUTAGE_S = 300.0  # how long the writer keeps writing again into an unreachable 
 class StoreWriter:
     """A thread that drains a queue of writes into the store in batches, and keeps the driver lease."""
 
-    def __init__(self, store, study_name: str, owner: str, interval_s: float = 0.25, heartbeat_s: float = 5.0,
+    def __init__(self, store, study_name: str, owner: str, interval_s: float = 0.25, heartbeat_s: float = HEARTBEAT_S,
                  outage_s: float = OUTAGE_S):
         self.store, self.study_name, self.owner = store, study_name, owner
         self.interval_s, self.heartbeat_s, self.outage_s = interval_s, heartbeat_s, outage_s

@@ -96,8 +96,20 @@ def _resume(args) -> int:
 SHOWN_STATES = ("completed", "running", "pending", "pruned", "failed", "diverged")
 
 
+def _gone(study: dict) -> str | None:
+    """"driver gone since ...; run `mimax resume NAME`" when the study's driver went away, else None."""
+    from mimax.study.engine import driver_gone
+
+    since = driver_gone(study)
+    if since is None:
+        return None
+    when = since.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(since, datetime) else "an unknown time"
+    return f"driver gone since {when}; run `mimax resume {study['name']}`"
+
+
 def status_dict(store, name: str) -> dict:
     study = store.require_study(name)
+    gone = _gone(study)
     counts = store.state_counts(name)
     total = (study["n_configs_requested"] or 0) * study["seeds"]
     trials = store.trials(name)
@@ -106,13 +118,15 @@ def status_dict(store, name: str) -> dict:
                  if t["state"] == "completed" and t.get("started_at") and t.get("ended_at")]
     remaining = total - sum(counts[s] for s in TERMINAL)
     running = max(1, counts.get("running", 0))
-    eta = sum(durations) / len(durations) * remaining / running if durations and remaining > 0 else None
+    eta = sum(durations) / len(durations) * remaining / running if durations and remaining > 0 and not gone else None
     return {
         "name": name,
         "total": total,
         "states": {s: counts.get(s, 0) for s in SHOWN_STATES if s != "pending"},
         "pending": counts.get("pending", 0) + max(0, total - sum(counts.values())),
         "status": study["status"],
+        "driver": "gone" if gone else ("live" if study.get("driver_owner") else None),
+        "driver_gone": gone,
         "best": best,
         "eta_s": eta,
         "space": study["space_source"],
@@ -149,7 +163,8 @@ def _status(args) -> int:
     from rich.table import Table
 
     done = sum(st["states"][s] for s in TERMINAL)
-    table = Table(title=f"{st['name']}: {st['status']} — {done}/{st['total']} trials done "
+    shown = "driver gone" if st["driver_gone"] else st["status"]
+    table = Table(title=f"{st['name']}: {shown} — {done}/{st['total']} trials done "
                         f"({st['space']}, budget {st['budget'] or '—'})")
     for col in SHOWN_STATES:
         table.add_column(col, justify="right")
@@ -161,6 +176,8 @@ def _status(args) -> int:
         console.print(f"best {b['metric']}: {b['value']:.4f} (trial {b['trial_key']}, step {b['step']})")
     if st["eta_s"] is not None:
         console.print(f"ETA: {st['eta_s'] / 60:.1f} min")
+    if st["driver_gone"]:
+        console.print(st["driver_gone"], markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -175,6 +192,8 @@ def _db_upgrade(args) -> int:
 def _list(args) -> int:
     with _read(args) as store:
         studies = store.list_studies()
+    for s in studies:
+        s["driver_gone"] = _gone(s)
     if args.json:
         print(json.dumps(studies, default=str))
         return 0
@@ -189,7 +208,8 @@ def _list(args) -> int:
         done = sum(v for k, v in counts.items() if k in TERMINAL)
         total = (s.get("n_configs_requested") or 0) * s.get("seeds", 1)
         created = s.get("created_at")
-        table.add_row(s["name"], str(s["space_source"]), str(s["budget"]), s["status"], f"{done}/{total}",
+        status = "driver gone" if s["driver_gone"] else s["status"]
+        table.add_row(s["name"], str(s["space_source"]), str(s["budget"]), status, f"{done}/{total}",
                       created.strftime("%Y-%m-%d %H:%M") if isinstance(created, datetime) else str(created))
     Console().print(table)
     return 0

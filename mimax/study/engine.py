@@ -65,6 +65,24 @@ def owner_alive(owner: str) -> bool:
     return True
 
 
+def driver_gone(study: dict, now=None):
+    """When the driver of a study that says it is running went away (its last heartbeat), or None while
+    one runs it (or none should). Gone: its process is no longer on this host, or its lease is older
+    than LEASE_TIMEOUT_S (a driver on another host, or one that cannot reach the database)."""
+    from mimax.study.models import utcnow
+    from mimax.study.store import LEASE_TIMEOUT_S
+
+    owner, beat = study.get("driver_owner"), study.get("driver_heartbeat_at")
+    if study.get("status") != "running" and not owner:
+        return None
+    if not owner:  # running, and no lease: the driver died between two writes of its end
+        return study.get("updated_at")
+    stale = beat is None or ((now or utcnow()) - beat).total_seconds() >= LEASE_TIMEOUT_S
+    if stale or not owner_alive(owner):
+        return beat or study.get("updated_at")
+    return None
+
+
 def _space_for_scheduler(space, scheduler: str):
     if scheduler == "none":
         return None

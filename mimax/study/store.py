@@ -47,9 +47,13 @@ from mimax.db import (
 )
 from mimax.study.models import JSON_COLUMNS, UTCDateTime, utcnow
 
-__all__ = ["LeaseLost", "Store", "StudyExists", "canonical_json", "config_hash"]
+__all__ = ["HEARTBEAT_S", "LEASE_TIMEOUT_S", "LeaseLost", "Store", "StudyExists", "canonical_json", "config_hash"]
 
 _RETRY_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock / serialization failure: safe to rerun
+# A driver refreshes its lease every HEARTBEAT_S; one whose last beat is LEASE_TIMEOUT_S old is gone (its
+# lease free to claim, and `mimax status` says so). docs/STUDIES.md states both.
+HEARTBEAT_S = 5.0
+LEASE_TIMEOUT_S = 30.0
 
 
 def _transaction(*, write: bool):
@@ -340,7 +344,7 @@ class Store:
         name: str,
         owner: str,
         *,
-        stale_after_s: float = 30.0,
+        stale_after_s: float = LEASE_TIMEOUT_S,
         alive: Callable[[str], bool] | None = None,
     ) -> None:
         """Take the study's driver lease: free, held by ``owner`` already, stale, or ``alive`` says the

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
+import time
 
 import optuna
 import pytest
@@ -219,15 +222,32 @@ def test_resume_refuses_a_changed_space_file(tmp_path, sqlite_url):
     assert len(trials(sqlite_url, "c")) == 1
 
 
-def test_a_second_driver_is_refused_while_one_runs(tmp_path, sqlite_url):
+def test_a_second_driver_is_refused_while_one_runs_and_status_says_when_it_is_gone(tmp_path, sqlite_url):
+    """While the driver runs, status says so; after a SIGKILL, status says "driver gone" within the lease
+    timeout that docs/STUDIES.md states (30 s; on the driver's own host at once) and names the resume."""
+    from mimax.study.store import LEASE_TIMEOUT_S
+
     proc = start("launch", SPACES / "kill-grid.yaml", "--name", "busy", "--db", sqlite_url, "--quiet",
                  cwd=tmp_path, log=tmp_path / "launch.log")
     try:
         wait_for(lambda: any(t["state"] == "running" for t in trials(sqlite_url, "busy").values()), 120, proc)
         r = run("resume", "busy", "--db", sqlite_url, "--quiet", cwd=tmp_path)
         assert r.returncode == 2 and "is being run by" in r.stderr, r.stderr
+        live = json.loads(run("status", "busy", "--db", sqlite_url, "--json", cwd=tmp_path).stdout)
+        assert live["status"] == "running" and live["driver"] == "live" and live["driver_gone"] is None
     finally:
-        kill_group(proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        proc.wait(timeout=30)
+
+    def gone():
+        r = run("status", "busy", "--db", sqlite_url, cwd=tmp_path)
+        return r.returncode == 0 and "driver gone since" in r.stdout and r.stdout
+
+    out = wait_for(gone, timeout=LEASE_TIMEOUT_S + 30)
+    assert time.monotonic() - killed < LEASE_TIMEOUT_S, out
+    assert "run `mimax resume busy`" in out and "ETA" not in out and "busy: driver gone" in out, out
+    assert "driver gone" in run("list", "--db", sqlite_url, cwd=tmp_path).stdout
 
 
 def test_packed_replicates_are_recorded_as_if_run_alone(tmp_path, sqlite_url):

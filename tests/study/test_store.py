@@ -300,6 +300,51 @@ def test_claim_driver(store, study_fields):
         store.claim_driver("nope", "host:4:d")
 
 
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid  # reaped: no process has it now (pids are not reused this soon)
+
+
+@pytest.mark.parametrize("owner, age_s, gone", [
+    ("other-host:12:x", 0.0, False),
+    ("other-host:12:x", 28.0, False),   # a driver on another host: only its heartbeat tells
+    ("other-host:12:x", 31.0, True),    # past the lease timeout (30 s, docs/STUDIES.md)
+    ("HERE:SELF:x", 0.0, False),        # this process: alive
+    ("HERE:DEAD:x", 0.0, True),         # on this host and its process gone: at once
+])
+def test_status_and_list_tell_a_live_driver_from_a_stale_lease(store, study_fields, capsys, owner, age_s, gone):
+    """After a SIGKILL the study still says 'running' and holds the lease: status said "running — 8/12 …
+    ETA 0.6 min"."""
+    import socket
+
+    from mimax.cli import main
+
+    owner = owner.replace("HERE", socket.gethostname()).replace("SELF", str(os.getpid()))
+    owner = owner.replace("DEAD", str(_dead_pid()))
+    with_trials(store, study_fields)
+    store.update_trial("s", "a", state="completed", started_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=9))
+    beat = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s)).replace(microsecond=0)
+    store.update_study("s", driver_owner=owner, driver_heartbeat_at=beat)
+    assert main(["status", "s", "--db", store.url, "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["status"] == "running" and st["driver"] == ("gone" if gone else "live")
+    text = f"driver gone since {beat:%Y-%m-%d %H:%M:%S} UTC; run `mimax resume s`"
+    assert st["driver_gone"] == (text if gone else None)
+    assert (st["eta_s"] is None) == gone
+    assert main(["status", "s", "--db", store.url]) == 0
+    out = capsys.readouterr().out
+    assert (text in out) == gone and ("s: driver gone — 1/" in out) == gone and ("ETA" in out) != gone, out
+    assert main(["list", "--db", store.url, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["driver_gone"] == (text if gone else None)
+    assert main(["list", "--db", store.url]) == 0
+    assert ("driver gone" in capsys.readouterr().out) == gone
+
+
 def test_claim_driver_is_atomic(store, study_fields):
     store.create_study("s", **study_fields)
     won, lost = [], []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import threading
 import time
 from pathlib import Path
@@ -127,6 +128,24 @@ class StoreCallback(tune.Callback):
         self.last: dict[str, dict] = {}  # trial_key -> last record seen
         self.ended: set[str] = set()  # members that ended inside a running pack (diverged)
         self.checkpoints: dict[str, str] = {}  # Ray trial id -> its last checkpoint directory
+        self.interrupted = False  # a Ctrl-C (SIGINT) stopped the run
+
+    def setup(self, **info):
+        """Note a Ctrl-C: Tune's own SIGINT handler stops the run gracefully, and fit() then returns as
+        if the run had ended. Chained in front of that handler, which Tune installs before it sets up the
+        callbacks (tests/study/test_engine.py sends the SIGINT)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        tune_handler = signal.getsignal(signal.SIGINT)
+
+        def noted(signum, frame):
+            self.interrupted = True
+            if callable(tune_handler):
+                tune_handler(signum, frame)
+            elif tune_handler != signal.SIG_IGN:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, noted)
 
     @staticmethod
     def _keys(trial) -> list[str]:

@@ -70,11 +70,18 @@ def _opts(args):
 
 
 def _finish(summary: dict, quiet: bool) -> int:
-    """Exit 0 when every requested trial has ended and not all of them failed."""
+    """Exit 0 when every requested trial has ended and not all of them failed; 130 after a Ctrl-C, with
+    one line naming the resume (--quiet too: it says what to do next)."""
     states = summary["states"]
+    if summary.get("interrupted"):
+        from mimax.study.engine import interrupted_line
+
+        print(f"mimax: {interrupted_line(summary)}", file=sys.stderr)
+        return 130
     if not quiet:
         shown = ", ".join(f"{k} {v}" for k, v in states.items() if v)
-        print(f"study {summary['name']}: {summary['status']} ({shown})", file=sys.stderr)
+        resume = f"; run `mimax resume {summary['name']}` to finish it" if summary["status"] == "interrupted" else ""
+        print(f"study {summary['name']}: {summary['status']} ({shown}){resume}", file=sys.stderr)
     all_failed = summary["total"] > 0 and states.get("failed", 0) == summary["total"]
     return 0 if summary["status"] == "completed" and not all_failed else 1
 
@@ -113,7 +120,7 @@ def status_dict(store, name: str) -> dict:
     counts = store.state_counts(name)
     total = (study["n_configs_requested"] or 0) * study["seeds"]
     trials = store.trials(name)
-    best = _best(store, study)
+    best = store.best(name)
     durations = [(t["ended_at"] - t["started_at"]).total_seconds() for t in trials
                  if t["state"] == "completed" and t.get("started_at") and t.get("ended_at")]
     remaining = total - sum(counts[s] for s in TERMINAL)
@@ -132,19 +139,6 @@ def status_dict(store, name: str) -> dict:
         "space": study["space_source"],
         "budget": study["budget"],
     }
-
-
-def _best(store, study) -> dict | None:
-    metrics, directions = study["metrics"], study["directions"]
-    if not metrics:
-        return None
-    metric, maximise = metrics[0], directions[0] == "maximize"
-    best = None
-    for key, rec in store.final_records(study["name"]).items():
-        v = rec.get(metric)
-        if v is not None and (best is None or (v > best["value"] if maximise else v < best["value"])):
-            best = {"metric": metric, "value": v, "trial_key": key, "step": rec["step"]}
-    return best
 
 
 def _read(args):

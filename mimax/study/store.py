@@ -575,6 +575,20 @@ class Store:
              .join(Trial, Trial.id == ev.trial_id).where(Trial.study_id == self._study_id(conn, study_name)))
         return conn.execute(q.order_by(Trial.id, ev.step)).all()
 
+    def best(self, study_name: str) -> dict | None:
+        """The best final value of the study's first objective over its replicates: {metric, value,
+        trial_key, step}, or None before any replicate reported it."""
+        study = self.require_study(study_name)
+        if not study["metrics"]:
+            return None
+        metric, maximise = study["metrics"][0], study["directions"][0] == "maximize"
+        best = None
+        for key, rec in self.final_records(study_name).items():
+            v = rec.get(metric)
+            if v is not None and (best is None or (v > best["value"] if maximise else v < best["value"])):
+                best = {"metric": metric, "value": v, "trial_key": key, "step": rec["step"]}
+        return best
+
     def final_records(self, study_name: str) -> dict[str, dict]:
         """trial_key -> the record of the trial's last evaluation (with its ``step``)."""
         return {ev["trial_key"]: dict(ev["record"], step=ev["step"]) for ev in self.evaluations(study_name)}

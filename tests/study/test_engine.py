@@ -291,3 +291,37 @@ def test_failed_trials_keep_their_error_and_optuna_is_told_fail(tmp_path, sqlite
     assert [t.state for t in optuna_trials(sqlite_url, "f")] == [TS.FAIL, TS.FAIL]
     st = json.loads(run("status", "f", "--db", sqlite_url, "--json", cwd=tmp_path).stdout)
     assert st["states"]["failed"] == 2 and st["total"] == 2
+
+
+def test_ctrl_c_exits_130_naming_the_resume_and_resume_says_what_it_resumes_from_the_studys_best(tmp_path,
+                                                                                                 sqlite_url):
+    """SIGINT to `mimax launch --quiet` printed nothing and exited 1; `mimax resume` then printed nothing
+    about what it resumed, and its progress showed this session's best instead of the study's."""
+    name = "intr"
+    proc = start("launch", SPACES / "kill-grid.yaml", "--name", name, "--db", sqlite_url, "--results-dir",
+                 tmp_path / "res", "--max-concurrent", "1", "--quiet", cwd=tmp_path, log=tmp_path / "launch.log")
+    try:
+        wait_for(lambda: {"completed", "running"} <= {t["state"] for t in trials(sqlite_url, name).values()},
+                 timeout=240, proc=proc, every=0.05)
+        os.kill(proc.pid, signal.SIGINT)  # the driver alone, as `kill -INT` does
+        rc = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    lines = [ln for ln in (tmp_path / "launch.log").read_text().splitlines() if ln.strip()]
+    done = sum(t["state"] in ("completed", "pruned", "failed", "diverged") for t in trials(sqlite_url, name).values())
+    assert rc == 130, lines
+    assert lines[-1] == (f"mimax: interrupted: study {name} stopped with {done} of 4 trials done; "
+                         f"run `mimax resume {name}` to finish it"), lines
+    assert 1 <= done < 4
+    status = json.loads(run("status", name, "--db", sqlite_url, "--json", cwd=tmp_path).stdout)
+    assert status["status"] == "interrupted" and status["driver"] is None
+    best = max(v for (v,) in query(sqlite_url, """
+        SELECT e.probe_accuracy FROM mimax_evaluations e WHERE e.step =
+        (SELECT max(step) FROM mimax_evaluations WHERE trial_id = e.trial_id)"""))  # each replicate's last, by SQL
+
+    r = run("resume", name, "--db", sqlite_url, cwd=tmp_path, timeout=400)
+    assert r.returncode == 0, r.stderr
+    err = r.stderr.splitlines()
+    assert err[0] == f"resuming {name}: {done} of 4 done, {4 - done} to run", err
+    assert err[1].startswith(f"{name}: {done}/4 trials · ") and f"best probe_accuracy {best:.4f} · " in err[1], err

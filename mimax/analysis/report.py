@@ -298,7 +298,7 @@ def _configurations_frame(table) -> pd.DataFrame:
 def _importance_frame(imp: dict | None) -> tuple[pd.DataFrame, dict]:
     if not imp:
         return pd.DataFrame(), {}
-    methods = {m: v for m, v in imp.items() if m != "reasons" and isinstance(v, dict)}
+    methods = {m: v for m, v in imp.items() if m != "reasons" and isinstance(v, dict) and v}  # omitted: its reason
     params = sorted({p for v in methods.values() for p in v})
     rows = [{"parameter": p, **{m: v.get(p, np.nan) for m, v in methods.items()}} for p in params]
     reasons = imp.get("reasons") or {}

@@ -218,6 +218,18 @@ def ceiling(config: dict) -> float | None:
     return math.log(2) if estimator == "triplet" else None
 
 
+def ceiling_label(value: float, batch_size: int | None, digits: int = 3, unit: str = "") -> str:
+    """A ceiling named by the formula that gives it: ``log K = 4.852 (K = 128)`` when it is the log of the
+    batch size K, ``log 2 = 0.693``, else its value alone: a plugin's ceiling follows its own formula,
+    which mimax does not know (and K is the batch size, never worked backwards from the value)."""
+    shown = f"{value:.{digits}f}{' ' + unit if unit else ''}"
+    if batch_size and math.isclose(value, math.log(batch_size), rel_tol=0, abs_tol=1e-9):
+        return f"log K = {shown} (K = {batch_size})"
+    if math.isclose(value, math.log(2), rel_tol=0, abs_tol=1e-9):
+        return f"log 2 = {shown}"
+    return shown
+
+
 # ---- records between the Ray adapter and the study ------------------------------------------------
 
 class EvalRecord(TypedDict, total=False):

@@ -5,12 +5,14 @@ the one YAML loader."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
 
 from mimax.cli import main
-from mimax.contract import FAMILIES, METRICS, MODES, SECTIONS, TrialConfig, load_yaml, metric, mode_metrics
+from mimax.contract import (FAMILIES, METRICS, MODES, SECTIONS, TrialConfig, ceiling_label, load_yaml, metric,
+                            mode_metrics)
 from mimax.errors import ConfigError
 
 INFOMAX = {
@@ -160,3 +162,11 @@ def test_nesting_up_to_the_limit_and_a_file_up_to_the_size_limit_are_read(tmp_pa
     body = b"a: 1\n"
     path.write_bytes(body + b"#" * (2**20 - len(body) - 1) + b"\n")  # exactly the limit
     assert load_yaml(str(path), "config") == {"a": 1}
+
+
+def test_a_ceiling_is_named_by_its_formula_and_k_is_the_batch_size():
+    assert ceiling_label(math.log(128), 128) == "log K = 4.852 (K = 128)"
+    assert ceiling_label(math.log(128), 128, digits=4, unit="nats") == "log K = 4.8520 nats (K = 128)"
+    assert ceiling_label(math.log(2), 128) == "log 2 = 0.693"  # the soft triplet: InfoNCE with K = 2
+    assert ceiling_label(math.log(128 / 0.1855), 128) == "6.537"  # a plugin's own formula: no K worked backwards
+    assert ceiling_label(math.log(690), None) == "6.537"

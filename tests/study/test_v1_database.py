@@ -92,4 +92,4 @@ def test_a_v1_database_analyses_shows_its_status_and_resumes(v1):
     # ... and the analysis now draws and states NCE's ceiling (the line the analysis at 0002 had not).
     r = run("analyze", "v1", "--db", url, "--out", v1 / "after", "--n-boot", "50", "--no-importance", cwd=v1)
     assert r.returncode == 0, r.stderr
-    assert f"its ceiling log 64 = {math.log(64):.3f}" in (v1 / "after" / "report.md").read_text()
+    assert f"its ceiling log K = {math.log(64):.3f} (K = 64)" in (v1 / "after" / "report.md").read_text()

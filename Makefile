@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.mimax-installed
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench reproduce clean
+.PHONY: install demo test bench reproduce reference-clean clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ REPRO_DB      ?= $(if $(filter cpu,$(BUDGET)),$(REFERENCE_DB),sqlite:///reproduc
 REPRO_ARGS    ?= --quiet
 REPRO_PRESETS ?= pixel-baseline fig3-critics fig3-nwj-21k fig4c-noniid sec4-metric fig2-conditioning fig4ab-encoders \
                  fig1ab-bijective calibration fig1c-adversarial
-reproduce: $(STAMP)
+reproduce: reference-clean $(STAMP)
 	set -e; for p in $(REPRO_PRESETS); do \
 	  if $(BIN)/mimax status $$p-$(BUDGET) --db $(REPRO_DB) >/dev/null 2>&1; then \
 	    $(BIN)/mimax resume $$p-$(BUDGET) --db $(REPRO_DB) $(REPRO_ARGS); \
@@ -53,6 +53,14 @@ reproduce: $(STAMP)
 	done
 	if [ "$(REPRO_DB)" = "$(REFERENCE_DB)" ]; then \
 	  $(BIN)/python docs/reproduction/generate.py --db $(REPRO_DB) --partial; \
+	fi
+
+# Each session in the reference database records the commit of the mimax that ran it: refuse to add to it
+# from a tree whose mimax/ differs from that commit (the record would say +dirty, and not what ran).
+reference-clean:
+	@if [ "$(REPRO_DB)" = "$(REFERENCE_DB)" ] && [ -n "$$(git status --porcelain -- mimax)" ]; then \
+	  echo "make reproduce: mimax/ has uncommitted changes; commit them before adding to $(REFERENCE_DB)" >&2; \
+	  exit 2; \
 	fi
 
 bench: $(STAMP)

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # bad input, a database problem included (mimax.db.DatabaseError)
         print(f"mimax: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("mimax: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a study's driver says what to resume (study.engine.Interrupted)
+        print(f"mimax: {one_line(str(exc)) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -14,6 +14,7 @@ validates them (and fills their defaults in).
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -217,6 +218,18 @@ def ceiling(config: dict) -> float | None:
     return math.log(2) if estimator == "triplet" else None
 
 
+def ceiling_label(value: float, batch_size: int | None, digits: int = 3, unit: str = "") -> str:
+    """A ceiling named by the formula that gives it: ``log K = 4.852 (K = 128)`` when it is the log of the
+    batch size K, ``log 2 = 0.693``, else its value alone: a plugin's ceiling follows its own formula,
+    which mimax does not know (and K is the batch size, never worked backwards from the value)."""
+    shown = f"{value:.{digits}f}{' ' + unit if unit else ''}"
+    if batch_size and math.isclose(value, math.log(batch_size), rel_tol=0, abs_tol=1e-9):
+        return f"log K = {shown} (K = {batch_size})"
+    if math.isclose(value, math.log(2), rel_tol=0, abs_tol=1e-9):
+        return f"log 2 = {shown}"
+    return shown
+
+
 # ---- records between the Ray adapter and the study ------------------------------------------------
 
 class EvalRecord(TypedDict, total=False):
@@ -284,9 +297,32 @@ def json_safe(obj: Any, default=None) -> Any:
 
 # ---- files ----------------------------------------------------------------------------------------
 
+# The files a user writes by hand (a trial config, a space, claims): 1 MiB is ~70 times the paper's claims
+# file, and PyYAML (pure Python) reads it in about a second.
+MAX_FILE_BYTES = 2**20
+MAX_DEPTH = 50  # nesting levels of one YAML document (configs use fewer than 10); deeper recurses out
+MAX_VALUES = 100_000  # values of one document with its aliases expanded (`&a [*a, *a]` doubles a level)
+NESTED = f"is nested too deeply (more than {MAX_DEPTH} levels)"
+# Byte order marks YAML allows, longest first (UTF-32 LE's begins with UTF-16 LE's).
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32-LE"), (codecs.BOM_UTF32_BE, "UTF-32-BE"), (codecs.BOM_UTF8, "UTF-8"),
+         (codecs.BOM_UTF16_LE, "UTF-16-LE"), (codecs.BOM_UTF16_BE, "UTF-16-BE"))
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys (plain PyYAML keeps the last one silently). Merge keys
-    (``<<: *anchor``) work: the keys written beside one override the merged ones."""
+    """A safe loader that rejects duplicate keys (plain PyYAML keeps the last one silently) and documents
+    nested deeper than MAX_DEPTH (PyYAML composes recursively: 100,000 ``[`` end in a RecursionError).
+    Merge keys (``<<: *anchor``) work: the keys written beside one override the merged ones."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.depth >= MAX_DEPTH:
+            raise ConfigError("", f"{NESTED} at line {self.peek_event().start_mark.line + 1}")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
@@ -295,9 +331,10 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue
         key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, str) and key in seen:
-            raise ConfigError("", f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
-        seen.add(key)
+        if isinstance(key, str):  # an unhashable key is left to construct_mapping, which refuses it
+            if key in seen:
+                raise ConfigError("", f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -309,20 +346,82 @@ _UniqueKeyLoader.add_implicit_resolver(
 
 
 def yaml_value(text: str) -> Any:
-    """One YAML document from text, read as config files are (YAML 1.2 floats, unique keys)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def load_yaml(path: str, kind: str) -> Any:
-    """A YAML file (a ``kind`` file: "config", "space") as data; every problem one ConfigError line."""
+    """One YAML document from text, read as config files are (YAML 1.2 floats, unique keys); every problem
+    is a ConfigError whose message follows the name of what was read ("is not valid YAML: ...")."""
     try:
-        with open(path) as fh:
-            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError:  # a duplicate key, too deep (ConfigError is a ValueError: before the last clause)
+        raise
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, most controls)
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError("", f"holds the character U+{exc.character:04X} at line {line}, column {column}, "
+                              "which YAML does not allow") from None
+    except yaml.MarkedYAMLError as exc:  # the problem and where it is, not the context's first line
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"is not valid YAML: {exc.problem or exc.context}{where}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # not through compose_node's guard (a deep key, say)
+        raise ConfigError("", NESTED) from None
+    except (ValueError, OverflowError) as exc:  # a value Python cannot make: !!int 0x, 2020-13-45
+        raise ConfigError("", f"is not valid YAML: {exc}") from None
+    _check_shape(data)
+    return data
+
+
+def _check_shape(data: Any) -> None:
+    """Refuse a document deeper than MAX_DEPTH or larger than MAX_VALUES once aliases are expanded: what
+    reads it later (pydantic, json, deepcopy) recurses, and expands every alias."""
+    stack, count = [(data, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise ConfigError("", NESTED)
+        if count > MAX_VALUES:
+            raise ConfigError("", f"holds more than {MAX_VALUES:,} values with its aliases expanded")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def decode_text(data: bytes) -> str:
+    """A file's bytes as text: UTF-8, or what its byte order mark says; a ConfigError naming the encoding
+    and the byte offset of the first byte that is not text in it."""
+    bom, encoding = next(((b, e) for b, e in _BOMS if data.startswith(b)), (b"", "UTF-8"))
+    try:
+        return data[len(bom):].decode(encoding)
+    except UnicodeDecodeError as exc:
+        at = len(bom) + exc.start
+        line = data.count(b"\n", 0, at) + 1
+        how = " (by its byte order mark)" if bom else ""
+        raise ConfigError("", f"is not {encoding} text{how}: byte 0x{data[at]:02x} at offset {at} (line {line}): "
+                              f"{exc.reason}; save it as UTF-8") from None
+
+
+def read_bytes(path: str, kind: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """At most ``limit`` bytes of a ``kind`` file; a missing, unreadable or larger file is a ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         raise ConfigError("", f"{kind} file not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError("", f"expected a {kind} file, got a directory: {path}") from None
+    except (OSError, ValueError) as exc:  # permission, a name too long, a NUL in the name
+        raise ConfigError("", f"cannot read {kind} file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(data) > limit:
+        raise ConfigError("", f"{kind} file {path} is larger than {limit:,} bytes; a {kind} file is written by hand")
+    return data
+
+
+def load_yaml(path: str, kind: str) -> Any:
+    """A YAML file (a ``kind`` file: "config", "space") as data; every problem one ConfigError line."""
+    data = read_bytes(path, kind)
+    try:
+        return yaml_value(decode_text(data))
     except ConfigError as exc:
         raise ConfigError("", f"{path} {exc.message}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None

@@ -100,6 +100,8 @@ def _parse(url: str) -> URL:
         url.encode("utf-8")  # undecodable bytes typed into a shell arrive as lone surrogates
         parsed = make_url(url)
     except Exception:
+        if not set(":@") & set(url):  # a bare path (no scheme, nowhere a password could be): echo it
+            raise DatabaseError(f"database URL {url!r} is not a URL; for a SQLite file write sqlite:///{url}") from None
         raise DatabaseError(
             "database URL is not a URL: expected sqlite:///path/to/file.db or "
             "postgresql+psycopg://user:password@host:port/database"
@@ -192,6 +194,25 @@ class Database:
         """Raise unless a SQLite database's file exists (PostgreSQL: nothing to check here)."""
         if self.path is not None and not self.path.is_file():
             raise DatabaseError(f"no database file at {self.path}")
+
+    def refuse_foreign(self) -> None:
+        """Refuse a database that holds tables but none of mimax's: mimax and Optuna would add theirs to
+        another program's database. Read through a read-only engine, so a refused SQLite file is left
+        exactly as it was (a read-write connection would switch it to WAL)."""
+        if self.path is not None and (not self.path.is_file() or self.path.stat().st_size == 0):
+            return  # mimax makes the file
+        engine = self.readonly_engine()
+        try:
+            with engine.connect() as conn:
+                tables = sorted(sa.inspect(conn).get_table_names())
+        except sa_exc.DBAPIError as e:
+            raise self.error(f"cannot read {self.shown}", e) from None
+        finally:
+            engine.dispose()
+        if tables and not any(t.startswith("mimax_") for t in tables):
+            shown = ", ".join(tables[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
+            raise DatabaseError(f"{self.shown} is not a mimax database: it holds other tables ({shown}); "
+                                "give a new file or an empty database")
 
     def _pg_args(self) -> dict:
         return {"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "mimax"}

@@ -5,12 +5,14 @@ the one YAML loader."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
 
 from mimax.cli import main
-from mimax.contract import FAMILIES, METRICS, MODES, SECTIONS, TrialConfig, load_yaml, metric, mode_metrics
+from mimax.contract import (FAMILIES, METRICS, MODES, SECTIONS, TrialConfig, ceiling_label, load_yaml, metric,
+                            mode_metrics)
 from mimax.errors import ConfigError
 
 INFOMAX = {
@@ -108,3 +110,63 @@ def test_yaml_reads_exponent_floats_without_a_dot_as_numbers(tmp_path):
     data = load_yaml(str(path), "config")
     assert data == {"lr": 0.001, "b": -20000.0, "c": "1e-3", "d": 0.00015, "e": "e5", "f": 12}
     assert isinstance(data["f"], int)
+
+
+# ---- bytes: encodings, control characters, nesting, size (issue 25: tracebacks on file input) ----------
+
+@pytest.mark.parametrize("data, needle", [
+    ("seed: café\n".encode("latin-1"), r"is not UTF-8 text: byte 0xe9 at offset 9 \(line 1\): invalid continuation"),
+    (b"a: 1\nb: \xff\xfe\xfd\n", r"is not UTF-8 text: byte 0xff at offset 8 \(line 2\)"),
+    (b"a: \xed\xa0\x80\n", r"is not UTF-8 text: byte 0xed at offset 3"),  # a surrogate, which UTF-8 excludes
+    (b"a: \xc0\xaf\n", r"is not UTF-8 text: byte 0xc0 at offset 3"),  # an overlong '/'
+    (b"a: \xe2\x82", r"is not UTF-8 text: byte 0xe2 at offset 3 \(line 1\): unexpected end of data"),
+    (b"\xff\xfea\x00:\x00 \x001", r"is not UTF-16-LE text \(by its byte order mark\): byte 0x31 at offset 8"),
+    (b"a: 1\x00\n", r"holds the character U\+0000 at line 1, column 5, which YAML does not allow"),
+    (b"a: 1\nb: \x07\n", r"holds the character U\+0007 at line 2, column 4"),
+    (b"[" * 100_000, r"is nested too deeply \(more than 50 levels\) at line 1"),
+    (b"{a: " * 60, r"is nested too deeply \(more than 50 levels\)"),
+    (b"- " * 51 + b"1", r"is nested too deeply \(more than 50 levels\)"),
+    (b"&a [*a]", r"is nested too deeply \(more than 50 levels\)"),  # a recursive alias: infinitely deep
+    (b"a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + b"".join(
+        b"%c: &%c [%s]\n" % (c, c, b", ".join([b"*%c" % (c - 1)] * 10)) for c in b"bcdef"),
+     r"holds more than 100,000 values with its aliases expanded"),
+    (b"{[1]: 2}", r"is not valid YAML: found unhashable key at line 1, column 2"),
+    (b"a: 2020-13-45", r"is not valid YAML: month must be in 1..12"),
+    (b"a: !!int 0x", r"is not valid YAML: invalid literal for int"),
+    (b"x" * (2**20 + 1), r"config file .* is larger than 1,048,576 bytes"),
+])
+def test_a_file_that_is_not_readable_yaml_is_one_line_naming_what_and_where(tmp_path, data, needle):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_yaml(str(path), "config")
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("encoding, bom", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("utf-16-le", b"\xff\xfe"),
+                                           ("utf-16-be", b"\xfe\xff"), ("utf-32-le", b"\xff\xfe\x00\x00"),
+                                           ("utf-32-be", b"\x00\x00\xfe\xff")])
+def test_utf8_and_what_a_byte_order_mark_names_are_read(tmp_path, encoding, bom):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(bom + "seed: 3\nname: café ✓\n".encode(encoding))
+    assert load_yaml(str(path), "config") == {"seed": 3, "name": "café ✓"}
+
+
+def test_nesting_up_to_the_limit_and_a_file_up_to_the_size_limit_are_read(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"[" * 50 + b"]" * 50)
+    value = load_yaml(str(path), "config")
+    for _ in range(49):
+        (value,) = value
+    assert value == []
+    body = b"a: 1\n"
+    path.write_bytes(body + b"#" * (2**20 - len(body) - 1) + b"\n")  # exactly the limit
+    assert load_yaml(str(path), "config") == {"a": 1}
+
+
+def test_a_ceiling_is_named_by_its_formula_and_k_is_the_batch_size():
+    assert ceiling_label(math.log(128), 128) == "log K = 4.852 (K = 128)"
+    assert ceiling_label(math.log(128), 128, digits=4, unit="nats") == "log K = 4.8520 nats (K = 128)"
+    assert ceiling_label(math.log(2), 128) == "log 2 = 0.693"  # the soft triplet: InfoNCE with K = 2
+    assert ceiling_label(math.log(128 / 0.1855), 128) == "6.537"  # a plugin's own formula: no K worked backwards
+    assert ceiling_label(math.log(690), None) == "6.537"

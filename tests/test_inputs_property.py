@@ -821,3 +821,208 @@ def test_study_names_of_the_other_commands(world, empty_db, command, name):
     code, _, err = mimax(world, *command, f"--db={empty_db}", "--", name)
     outcome(code, err, rejected=True)
     assert not (world.tmp / "exported").exists()
+
+
+# ---- bytes: what an old editor, a download or the wrong file leaves on disk (issue 25) ----------------
+# Every file mimax reads (a config, a space, a claims file, a plugin module a config names, an .npz of
+# views) as bytes: invalid UTF-8, byte order marks, NUL bytes, deep nesting, truncation, files past the
+# size limit and random bytes. The contract as everywhere: accepted, or one line and exit 2. Where the
+# verdict is known independently it is checked too: CPython's own UTF-8 decoder says whether, and at which
+# byte offset, a file is not UTF-8; YAML allows no NUL; nesting beyond MAX_DEPTH levels is refused; a file
+# past the size limit is refused; a byte order mark and the encoding it names read as the UTF-8 file does.
+
+MAX_DEPTH = 50  # as docs/TRAINING.md (Errors) states the limits
+MAX_BYTES = 2**20
+UTF8_BOM = b"\xef\xbb\xbf"
+BOMS = {"utf-8": UTF8_BOM, "utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff", "utf-32-le": b"\xff\xfe\x00\x00",
+        "utf-32-be": b"\x00\x00\xfe\xff"}
+BAD_UTF8 = [b"\x80", b"\xbf", b"\xc0\xaf", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xf8\x88\x80",
+            b"\xfe", b"\xff", b"\xe9", b"caf\xe9"]
+NOTE = "# written by hand: café ✓\n"  # non-ASCII text a valid file holds (a truncation may split it)
+
+
+@dataclass
+class ByteFile:
+    data: bytes
+    how: str
+    depth: int = 0  # "deep": the nesting written
+
+
+def _utf8_error_at(data: bytes) -> int | None:
+    """Where CPython's decoder finds the first byte that is not UTF-8 (None: the bytes are UTF-8)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return None
+
+
+@st.composite
+def byte_file(draw, valid: bytes) -> ByteFile:
+    how = draw(st.sampled_from(["random", "invalid-utf8", "invalid-utf8", "bom", "bom", "nul", "nul", "deep",
+                                "deep", "truncated", "huge"]))
+    at = draw(st.integers(0, len(valid)))
+    if how == "random":
+        return ByteFile(draw(st.binary(max_size=400)), how)
+    if how == "invalid-utf8":
+        return ByteFile(valid[:at] + draw(st.sampled_from(BAD_UTF8)) + valid[at:], how)
+    if how == "bom":
+        encoding = draw(st.sampled_from(sorted(BOMS)))
+        body = valid if draw(st.integers(0, 4)) == 0 else valid.decode("utf-8").encode(encoding)  # 1 in 5 mismatched
+        return ByteFile(BOMS[encoding] + body, f"bom-{encoding}" + ("-mismatched" if body is valid else ""))
+    if how == "nul":
+        return ByteFile(valid[:at] + b"\x00" + valid[at:], how)
+    if how == "deep":
+        depth = draw(st.one_of(st.integers(MAX_DEPTH - 3, MAX_DEPTH + 3), st.integers(1, 300),
+                               st.sampled_from([1000, 100_000])))
+        opening, closing = draw(st.sampled_from([(b"[", b"]"), (b"{a: ", b"}"), (b"- ", b"")]))
+        if opening == b"- ":
+            data = b"".join(b"  " * i + b"-\n" for i in range(depth - 1)) + b"  " * (depth - 1) + b"- 1\n" \
+                if depth < 1000 else b"- " * depth + b"1"
+        else:
+            data = opening * depth + (b"1" if opening == b"{a: " else b"") + closing * depth * draw(st.booleans())
+        return ByteFile(data, how, depth)
+    if how == "truncated":
+        return ByteFile(valid[:at], how)
+    size = draw(st.sampled_from([MAX_BYTES + 1, MAX_BYTES + 7, 3 * MAX_BYTES]))
+    return ByteFile(valid + b"#" * (size - len(valid) - 1) + b"\n", how)
+
+
+def _valid_bytes(text: str) -> bytes:
+    return (NOTE + text).encode("utf-8")
+
+
+BYTE_COMMANDS = ("train", "spaces validate", "launch", "verify", "plugin")
+
+
+def _run_file(world: World, command: str, path: Path, db: Path, empty_db: str) -> tuple[int, str, str]:
+    if command == "train":
+        return mimax(world, "train", path)
+    if command == "spaces validate":
+        return mimax(world, "spaces", "validate", path)
+    if command == "launch":  # a space that passes is refused for its 5 CPUs a trial, after the database opened
+        return mimax(world, "launch", path, "--name", f"b{world.inputs}", "--db", f"sqlite:///{db}", "--quiet",
+                     "--cpus-per-trial=5")
+    return mimax(world, "verify", path, "--db", empty_db, "--n-boot=100")
+
+
+@given(data=st.data())
+@examples(2000)
+def test_files_as_bytes(world, empty_db, data):
+    command = data.draw(st.sampled_from(BYTE_COMMANDS))
+    valid = {"train": yaml.safe_dump(SMALL_CONFIG, allow_unicode=True),
+             "spaces validate": (TEST_SPACES / "tiny-grid.yaml").read_text(),
+             "launch": (TEST_SPACES / "tiny-grid.yaml").read_text(),
+             "verify": yaml.safe_dump(dict(PAPER_CLAIMS, claims=PAPER_CLAIMS["claims"][:1]), allow_unicode=True),
+             "plugin": "import math\nX = 'café ✓'\n"}[command]
+    file = data.draw(byte_file(_valid_bytes(valid)))
+    db = world.tmp / "bytes.db"
+    before = studies(db)
+    if command == "plugin":  # a module a config names in plugins, holding these bytes
+        import importlib
+
+        module = f"mimax_fuzz_plugin_{world.inputs}"
+        (world.tmp / f"{module}.py").write_bytes(file.data)
+        importlib.invalidate_caches()
+        path = world.tmp / "plugin-config.yaml"
+        path.write_text(yaml.safe_dump({**SMALL_CONFIG, "plugins": [module]}))
+        code, _, err = mimax(world, "train", path)
+        (world.tmp / f"{module}.py").unlink()
+        if outcome(code, err):
+            assert "plugins[0]" in err and module in err, err
+        return
+    path = world.tmp / "bytes.yaml"
+    path.write_bytes(file.data)
+    code, _, err = _run_file(world, command, path, db, empty_db)
+    rejected = outcome(code, err, rejected=True if command in ("launch", "verify") else None)
+    bad_at = _utf8_error_at(file.data)
+    if file.how == "huge":
+        assert f"is larger than {MAX_BYTES:,} bytes" in err, err
+    elif file.how.startswith("bom-") and not file.how.endswith("mismatched"):
+        plain = world.tmp / "plain.yaml"  # the same text as UTF-8 without a BOM: the same answer
+        plain.write_bytes(_valid_bytes(valid))
+        code2, _, err2 = _run_file(world, command, plain, db, empty_db)
+        assert (code, err.replace(str(path), "P")) == (code2, err2.replace(str(plain), "P")), (err, err2)
+    elif bad_at is not None and not file.data.startswith(tuple(BOMS.values())):
+        assert rejected and "is not UTF-8 text" in err and f"at offset {bad_at} " in err, (bad_at, err)
+    elif file.how == "nul":
+        assert rejected and "U+0000" in err, err
+    elif file.how == "deep" and file.depth > MAX_DEPTH:
+        assert rejected and "nested too deeply" in err, err
+    whole(before, studies(db), None)  # nothing a file refused left a study behind
+
+
+# ---- .npz files of views (data: {name: arrays, path: ...}) -------------------------------------------
+
+def _npz_bytes() -> bytes:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez(buf, x1=rng.normal(size=(12, 5)), x2=rng.normal(size=(12, 5)), labels=rng.integers(0, 3, 12),
+             split=np.where(np.arange(12) % 3 == 0, "test", "train"))
+    return buf.getvalue()
+
+
+@st.composite
+def damaged_npz(draw) -> bytes:
+    valid = _npz_bytes()
+    how = draw(st.sampled_from(["truncate", "flip", "overwrite", "header", "random"]))
+    if how == "random":
+        return draw(st.binary(max_size=2000))
+    at = draw(st.integers(0, len(valid) - 1))
+    if how == "truncate":
+        return valid[:at]
+    if how == "flip":
+        return valid[:at] + bytes([valid[at] ^ draw(st.integers(1, 255))]) + valid[at + 1:]
+    if how == "overwrite":
+        junk = draw(st.binary(min_size=1, max_size=64))
+        return valid[:at] + junk + valid[at + len(junk):]
+    # A header rewritten in place (same length, so the zip stays whole): a huge shape, a deep or bad literal.
+    import zipfile
+
+    start = valid.index(b"{'descr'")
+    end = valid.index(b"}", start) + 1
+    header = draw(st.sampled_from([b"{'descr': '<f8', 'fortran_order': False, 'shape': (999999999999, 5), }",
+                                   b"{'descr': " + b"[" * 40 + b"]" * 40 + b"}", b"{'descr': 'O', 'shape': (12,)}",
+                                   b"not a python literal", b"{'descr': '<f8'}", b"(" * 60]))
+    header = header[: end - start].ljust(end - start)
+    out = valid[:start] + header + valid[end:]
+    try:  # the member's CRC no longer matches: write the zip again around the new bytes, so numpy reads them
+        fixed = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(out)) as src, zipfile.ZipFile(fixed, "w") as dst:
+            for info in src.infolist():
+                dst.writestr(info.filename, _member(out, info))
+        return fixed.getvalue()
+    except (zipfile.BadZipFile, ValueError):  # the header landed outside every member: keep the bytes as they are
+        return out
+
+
+def _member(raw: bytes, info) -> bytes:
+    """A stored member's bytes as written, whatever its CRC says."""
+    import struct
+
+    off = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", raw[off + 26: off + 30])
+    start = off + 30 + name_len + extra_len
+    return raw[start: start + info.compress_size]
+
+
+@given(blob=damaged_npz())
+@examples(300)
+def test_npz_files_as_bytes(world, blob):
+    from mimax.errors import ConfigError
+    from mimax.trainables.data.arrays import Arrays
+
+    path = world.tmp / f"views{world.inputs}.npz"  # a new name: the loader caches by path and stamp
+    path.write_bytes(blob)
+    config = world.tmp / "npz-config.yaml"
+    config.write_text(yaml.safe_dump({**SMALL_CONFIG, "data": {"name": "arrays", "path": str(path)}}))
+    code, _, err = mimax(world, "train", config)
+    if outcome(code, err):
+        assert err.startswith(f"{PREFIX}data.path: ") or err.startswith(f"{PREFIX}") and "data" in err, err
+        return
+    try:  # the headers passed: loading the arrays themselves is a ConfigError at data.path, or works
+        Arrays(Arrays.Params(path=str(path)))
+    except ConfigError as exc:
+        assert exc.path == "data.path" and "\n" not in str(exc), exc

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from mimax.analysis import load
 from mimax.analysis.stats import completed_finals
 from mimax.analysis.tables import isnan, level_text
-from mimax.contract import LOG_COND, mode_metrics
+from mimax.contract import LOG_COND, ceiling_label, mode_metrics
 
 __all__ = [
     "adversarial",
@@ -132,12 +132,15 @@ def _select(ev: pd.DataFrame, metric: str, higher_is_better: bool = True) -> tup
     return sorted(str(c) for c in best), len(ids)
 
 
-def ceilings(data) -> dict[str, float]:
-    """config_id -> its trials' ceiling (log K for NCE; load.ceilings, which knows old databases too),
-    for the configurations that have one."""
+def ceilings(data) -> dict[str, tuple[float, str]]:
+    """config_id -> its trials' ceiling and its label (``log K = 4.159 (K = 64)`` for NCE), for the
+    configurations that have one (load.ceilings: what the trials recorded, or in a database from before
+    revision 0003 the rule it backfills with)."""
     rows = data.trials.assign(_ceiling=load.ceilings(data.trials)).dropna(subset=["_ceiling"])
     rows = rows.drop_duplicates("config_id")
-    return {str(c): float(v) for c, v in zip(rows["config_id"], rows["_ceiling"])}
+    ks = rows["train.batch_size"] if "train.batch_size" in rows else [None] * len(rows)
+    return {str(c): (float(v), ceiling_label(float(v), None if pd.isna(k) else int(k)))
+            for c, v, k in zip(rows["config_id"], rows["_ceiling"], ks)}
 
 
 def _panels(data, panel_by: str | None) -> list[tuple[str | None, set[str]]]:
@@ -211,9 +214,8 @@ def curves(data, metric: str = "probe_accuracy", *, panel_by: str | None = "auto
                 rows = ev[ev["config_id"].astype(str) == cid]
                 n = rows["trial_key"].nunique()
                 _draw_band(ax, band(rows, metric), colours[cid], f"{labels[cid]} (n={n})", cid)
-            for k in sorted({ceil[c] for c in cids if c in ceil}):
-                ax.axhline(k, color="0.35", linestyle="--", linewidth=1,
-                           label=f"log K = {k:.3f} (K={round(math.exp(k))})")
+            for k, label in sorted({ceil[c] for c in cids if c in ceil}):
+                ax.axhline(k, color="0.35", linestyle="--", linewidth=1, label=f"ceiling {label}")
             ax.set_title(title or METRIC_NAMES.get(metric, metric))
             ax.set_xlabel("training step")
             ax.set_ylabel(METRIC_NAMES.get(metric, metric))
@@ -359,8 +361,11 @@ def calibration(data, metric: str = "bound_test", how: str = "last") -> Figure |
             st = band(rows, metric, by="true_mi")
             ax.errorbar(st.index + dodge, st["mean"], yerr=st["sd"], color=colours[s], marker="o", markersize=4,
                         capsize=3, linewidth=1.2, label=s)
-        for k in sorted(set(fin["ceiling"].dropna())) if "ceiling" in fin.columns else []:
-            ax.axhline(k, color="0.35", linestyle="--", linewidth=1, label=f"log K = {k:.3f}")
+        rows = fin.dropna(subset=["ceiling"]) if "ceiling" in fin.columns else fin.iloc[:0]
+        ks = rows["train.batch_size"] if "train.batch_size" in rows else [None] * len(rows)
+        for k, label in sorted({(float(v), ceiling_label(float(v), None if pd.isna(b) else int(b)))
+                                for v, b in zip(rows["ceiling"], ks)}):
+            ax.axhline(k, color="0.35", linestyle="--", linewidth=1, label=f"ceiling {label}")
         ax.set_xlabel("true MI (nats)")
         ax.set_ylabel(f"final {METRIC_NAMES.get(metric, metric)}")
         ax.set_title("estimator calibration")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 from mimax.analysis import figures as F
 from mimax.analysis.stats import completed_finals
 from mimax.analysis.tables import html_table, isnan, md_escape, md_table, num
+from mimax.contract import ceiling_label
 from mimax.db import Environment
 
 __all__ = ["findings", "write_report"]
@@ -31,8 +31,8 @@ FIGURES: list[tuple[str, str, str, Callable]] = [
      "Linear-probe test accuracy vs training step: per configuration the mean over seeds (line) ± 1 sample "
      "standard deviation (band).", lambda d, how: F.curves(d, "probe_accuracy")),
     ("curves-bound_test", "Bound on held-out data during training",
-     "The estimator's value on test data (nats) vs step, mean ± 1 sd over seeds; the dashed line is "
-     "NCE's ceiling log K.", lambda d, how: F.curves(d, "bound_test")),
+     "The estimator's value on test data (nats) vs step, mean ± 1 sd over seeds; a dashed line is the "
+     "ceiling its trials recorded (log K for NCE, K the batch size).", lambda d, how: F.curves(d, "bound_test")),
     ("curves-bound_train", "Bound on training batches during training",
      "The estimator's value on training batches (nats) vs step, mean ± 1 sd over seeds.",
      lambda d, how: F.curves(d, "bound_train")),
@@ -189,7 +189,8 @@ def _ceiling_finding(data, how: str) -> list[str]:
         name = est.upper() if est == "nce" else est
         close = gap.mean() < 0.1
         where = f"within {_fixed(gap.mean())} nats of" if close else f"{_fixed(gap.mean())} nats below"
-        out.append(f"{name} ends {where} its ceiling log {round(math.exp(ceiling))} = {_fixed(ceiling)} on "
+        k = g["train.batch_size"].iloc[0] if "train.batch_size" in g and g["train.batch_size"].nunique() == 1 else None
+        out.append(f"{name} ends {where} its ceiling {ceiling_label(ceiling, k)} on "
                    f"average (final test bound {_fixed(g['bound_test'].mean())}; largest gap {_fixed(gap.max())}, "
                    f"n={len(g)} trials){_per_config(gap, g, labels)}.")
     return out
@@ -298,7 +299,7 @@ def _configurations_frame(table) -> pd.DataFrame:
 def _importance_frame(imp: dict | None) -> tuple[pd.DataFrame, dict]:
     if not imp:
         return pd.DataFrame(), {}
-    methods = {m: v for m, v in imp.items() if m != "reasons" and isinstance(v, dict)}
+    methods = {m: v for m, v in imp.items() if m != "reasons" and isinstance(v, dict) and v}  # omitted: its reason
     params = sorted({p for v in methods.values() for p in v})
     rows = [{"parameter": p, **{m: v.get(p, np.nan) for m, v in methods.items()}} for p in params]
     reasons = imp.get("reasons") or {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from mimax.contract import TRIAL_FLOATS, EvalRecord, PackResult
 from mimax.db import DatabaseError
 from mimax.study.models import utcnow
 from mimax.study.outcome import final_state
+from mimax.study.store import HEARTBEAT_S
 from mimax.trainables.tune_adapter import read_meta, records_of
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ OUTAGE_S = 300.0  # how long the writer keeps writing again into an unreachable 
 class StoreWriter:
     """A thread that drains a queue of writes into the store in batches, and keeps the driver lease."""
 
-    def __init__(self, store, study_name: str, owner: str, interval_s: float = 0.25, heartbeat_s: float = 5.0,
+    def __init__(self, store, study_name: str, owner: str, interval_s: float = 0.25, heartbeat_s: float = HEARTBEAT_S,
                  outage_s: float = OUTAGE_S):
         self.store, self.study_name, self.owner = store, study_name, owner
         self.interval_s, self.heartbeat_s, self.outage_s = interval_s, heartbeat_s, outage_s
@@ -128,6 +130,24 @@ class StoreCallback(tune.Callback):
         self.ended: set[str] = set()  # members that ended inside a running pack (diverged)
         self.checkpoints: dict[str, str] = {}  # Ray trial id -> its last checkpoint directory
         self.named: dict[str, threading.Event] = {}  # Ray trial id -> set once the store names its last checkpoint
+        self.interrupted = False  # a Ctrl-C (SIGINT) stopped the run
+
+    def setup(self, **info):
+        """Note a Ctrl-C: Tune's own SIGINT handler stops the run gracefully, and fit() then returns as
+        if the run had ended. Chained in front of that handler, which Tune installs before it sets up the
+        callbacks (tests/study/test_engine.py sends the SIGINT)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        tune_handler = signal.getsignal(signal.SIGINT)
+
+        def noted(signum, frame):
+            self.interrupted = True
+            if callable(tune_handler):
+                tune_handler(signum, frame)
+            elif tune_handler != signal.SIG_IGN:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, noted)
 
     @staticmethod
     def _keys(trial) -> list[str]:

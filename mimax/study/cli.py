@@ -74,11 +74,18 @@ def _opts(args):
 
 
 def _finish(summary: dict, quiet: bool) -> int:
-    """Exit 0 when every requested trial has ended and not all of them failed."""
+    """Exit 0 when every requested trial has ended and not all of them failed; 130 after a Ctrl-C, with
+    one line naming the resume (--quiet too: it says what to do next)."""
     states = summary["states"]
+    if summary.get("interrupted"):
+        from mimax.study.engine import interrupted_line
+
+        print(f"mimax: {interrupted_line(summary)}", file=sys.stderr)
+        return 130
     if not quiet:
         shown = ", ".join(f"{k} {v}" for k, v in states.items() if v)
-        print(f"study {summary['name']}: {summary['status']} ({shown})", file=sys.stderr)
+        resume = f"; run `mimax resume {summary['name']}` to finish it" if summary["status"] == "interrupted" else ""
+        print(f"study {summary['name']}: {summary['status']} ({shown}){resume}", file=sys.stderr)
     all_failed = summary["total"] > 0 and states.get("failed", 0) == summary["total"]
     return 0 if summary["status"] == "completed" and not all_failed else 1
 
@@ -100,44 +107,45 @@ def _resume(args) -> int:
 SHOWN_STATES = ("completed", "running", "pending", "pruned", "failed", "diverged")
 
 
+def _gone(study: dict) -> str | None:
+    """"driver gone since ...; run `mimax resume NAME`" when the study's driver went away, else None."""
+    from mimax.study.engine import driver_gone
+
+    since = driver_gone(study)
+    if since is None:
+        return None
+    when = since.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(since, datetime) else "an unknown time"
+    return f"driver gone since {when}; run `mimax resume {study['name']}`"
+
+
 def status_dict(store, name: str) -> dict:
     study = store.require_study(name)
+    gone = _gone(study)
     counts = store.state_counts(name)
     trials = store.trials(name)
     # the trials written (configurations can have more seeds than the space's: mimax decide extends
     # them), and the configurations not asked for yet
     asked = len({t["replicate_group"] for t in trials})
     total = len(trials) + max(0, (study["n_configs_requested"] or 0) - asked) * study["seeds"]
-    best = _best(store, study)
+    best = store.best(name)
     durations = [(t["ended_at"] - t["started_at"]).total_seconds() for t in trials
                  if t["state"] == "completed" and t.get("started_at") and t.get("ended_at")]
     remaining = total - sum(counts[s] for s in TERMINAL)
     running = max(1, counts.get("running", 0))
-    eta = sum(durations) / len(durations) * remaining / running if durations and remaining > 0 else None
+    eta = sum(durations) / len(durations) * remaining / running if durations and remaining > 0 and not gone else None
     return {
         "name": name,
         "total": total,
         "states": {s: counts.get(s, 0) for s in SHOWN_STATES if s != "pending"},
         "pending": counts.get("pending", 0) + max(0, total - sum(counts.values())),
         "status": study["status"],
+        "driver": "gone" if gone else ("live" if study.get("driver_owner") else None),
+        "driver_gone": gone,
         "best": best,
         "eta_s": eta,
         "space": study["space_source"],
         "budget": study["budget"],
     }
-
-
-def _best(store, study) -> dict | None:
-    metrics, directions = study["metrics"], study["directions"]
-    if not metrics:
-        return None
-    metric, maximise = metrics[0], directions[0] == "maximize"
-    best = None
-    for key, rec in store.final_records(study["name"]).items():
-        v = rec.get(metric)
-        if v is not None and (best is None or (v > best["value"] if maximise else v < best["value"])):
-            best = {"metric": metric, "value": v, "trial_key": key, "step": rec["step"]}
-    return best
 
 
 def _read(args):
@@ -156,7 +164,8 @@ def _status(args) -> int:
     from rich.table import Table
 
     done = sum(st["states"][s] for s in TERMINAL)
-    table = Table(title=f"{st['name']}: {st['status']} — {done}/{st['total']} trials done "
+    shown = "driver gone" if st["driver_gone"] else st["status"]
+    table = Table(title=f"{st['name']}: {shown} — {done}/{st['total']} trials done "
                         f"({st['space']}, budget {st['budget'] or '—'})")
     for col in SHOWN_STATES:
         table.add_column(col, justify="right")
@@ -168,6 +177,8 @@ def _status(args) -> int:
         console.print(f"best {b['metric']}: {b['value']:.4f} (trial {b['trial_key']}, step {b['step']})")
     if st["eta_s"] is not None:
         console.print(f"ETA: {st['eta_s'] / 60:.1f} min")
+    if st["driver_gone"]:
+        console.print(st["driver_gone"], markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -182,6 +193,8 @@ def _db_upgrade(args) -> int:
 def _list(args) -> int:
     with _read(args) as store:
         studies = store.list_studies()
+    for s in studies:
+        s["driver_gone"] = _gone(s)
     if args.json:
         print(json.dumps(studies, default=str))
         return 0
@@ -196,7 +209,8 @@ def _list(args) -> int:
         done = sum(v for k, v in counts.items() if k in TERMINAL)
         total = (s.get("n_configs_requested") or 0) * s.get("seeds", 1)
         created = s.get("created_at")
-        table.add_row(s["name"], str(s["space_source"]), str(s["budget"]), s["status"], f"{done}/{total}",
+        status = "driver gone" if s["driver_gone"] else s["status"]
+        table.add_row(s["name"], str(s["space_source"]), str(s["budget"]), status, f"{done}/{total}",
                       created.strftime("%Y-%m-%d %H:%M") if isinstance(created, datetime) else str(created))
     Console().print(table)
     return 0

@@ -81,15 +81,9 @@ def connect(address: str | None, scrub: Callable[[str], str] | None = None) -> d
     if ray.is_initialized():
         return ray.cluster_resources()
     if scrub is not None:
-        import ray._private.utils as ray_utils
+        from mimax.study.adapters import scrub_ray_entrypoint
 
-        original = ray_utils.get_entrypoint_name
-        if not getattr(original, "_mimax_scrubbed", False):
-            def entrypoint() -> str:
-                return scrub(original())
-
-            entrypoint._mimax_scrubbed = True
-            ray_utils.get_entrypoint_name = entrypoint
+        scrub_ray_entrypoint(scrub)
         sys.argv = [scrub(a) for a in sys.argv]
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     if address:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import socket
+import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,35 @@ def owner_alive(owner: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that ended a driver outside Tune's graceful stop (a second one, or before Tune ran): its
+    message names the study's resume (mimax.cli prints it)."""
+
+
+def interrupted_line(summary: dict) -> str:
+    done = sum(summary["states"].get(s, 0) for s in TERMINAL)
+    return (f"interrupted: study {summary['name']} stopped with {done} of {summary['total']} trials done; "
+            f"run `mimax resume {summary['name']}` to finish it")
+
+
+def driver_gone(study: dict, now=None):
+    """When the driver of a study that says it is running went away (its last heartbeat), or None while
+    one runs it (or none should). Gone: its process is no longer on this host, or its lease is older
+    than LEASE_TIMEOUT_S (a driver on another host, or one that cannot reach the database)."""
+    from mimax.study.models import utcnow
+    from mimax.study.store import LEASE_TIMEOUT_S
+
+    owner, beat = study.get("driver_owner"), study.get("driver_heartbeat_at")
+    if study.get("status") != "running" and not owner:
+        return None
+    if not owner:  # running, and no lease: the driver died between two writes of its end
+        return study.get("updated_at")
+    stale = beat is None or ((now or utcnow()) - beat).total_seconds() >= LEASE_TIMEOUT_S
+    if stale or not owner_alive(owner):
+        return beat or study.get("updated_at")
+    return None
 
 
 def _space_for_scheduler(space, scheduler: str):
@@ -140,6 +172,9 @@ def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | Non
     if add_trials:
         store.update_study(name, n_configs_requested=study["n_configs_requested"] + add_trials)
     sessions = 1 + max((e["session"] for e in store.environments(name)), default=0)
+    total = store.require_study(name)["n_configs_requested"] * len(space.seed_values())
+    done = sum(store.state_counts(name)[s] for s in TERMINAL)
+    print(f"resuming {name}: {done} of {total} done, {total - done} to run", file=sys.stderr, flush=True)
     return _run(store, name, space, opts, sched, session=sessions)
 
 
@@ -255,9 +290,11 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
         writer = StoreWriter(store, name, owner)
         writer.start()
         progress = None
-        if not opts.quiet:
+        if not opts.quiet:  # the study's best so far, not this session's: a resume goes on from it
+            best = store.best(name)
             progress = StudyProgress(name, total, done, space.metrics[0] if space.metrics else None,
-                                     space.directions[0] if space.directions else None)
+                                     space.directions[0] if space.directions else None,
+                                     best=None if best is None else best["value"])
         callback = StoreCallback(writer, progress, searcher)  # before remaining(): retries count
         scheduler = None
         tune_kwargs = {}
@@ -290,14 +327,25 @@ def _run(store, name: str, space, opts: RunOptions, sched, session: int) -> dict
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )
-            with progress or contextlib.nullcontext():
-                tuner.fit()
+            main = threading.current_thread() is threading.main_thread()
+            handler = signal.getsignal(signal.SIGINT) if main else None
+            try:
+                with progress or contextlib.nullcontext():
+                    tuner.fit()
+            finally:
+                if main:  # Tune leaves its own SIGINT handler behind after a run that was not interrupted
+                    signal.signal(signal.SIGINT, handler)
         writer.stop()
         counts = store.state_counts(name)
         finished = sum(counts[s] for s in TERMINAL)
         status = "completed" if finished >= total else "interrupted"
         store.update_study(name, status=status)
-        return {"name": name, "status": status, "total": total, "states": counts}
+        return {"name": name, "status": status, "total": total, "states": counts,
+                "interrupted": callback.interrupted and status == "interrupted"}
+    except KeyboardInterrupt:
+        counts = store.state_counts(name)
+        total = store.require_study(name)["n_configs_requested"] * len(space.seed_values())
+        raise Interrupted(interrupted_line({"name": name, "total": total, "states": counts})) from None
     finally:
         # A driver that stops on its own (Ctrl-C, an error) hands its unfinished trials back: they are
         # pending again until a resume. (After SIGKILL resume treats 'running' the same way.)

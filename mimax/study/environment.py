@@ -20,15 +20,19 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
-    """The commit of the checkout mimax is imported from, '+dirty' when it has local changes."""
-    here = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent  # mimax/
+
+
+def git_commit(package: Path = PACKAGE) -> str | None:
+    """The commit of the checkout ``package`` (mimax/) is imported from, '+dirty' when the code there
+    differs from it. Only there: the rest of a checkout (docs, tests, the reference database that `make
+    reproduce` writes into) does not change what ran."""
     try:
         run = lambda *args: subprocess.run(  # noqa: E731
-            ["git", *args], cwd=here, capture_output=True, text=True, timeout=5, check=True
+            ["git", *args], cwd=package, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         commit = run("rev-parse", "HEAD")
-        dirty = run("status", "--porcelain", "--untracked-files=no")
+        dirty = run("status", "--porcelain", "--", ".")  # untracked modules too: they run
     except (OSError, subprocess.SubprocessError):
         return None
     return (commit + "+dirty" if dirty else commit) or None
@@ -66,7 +70,7 @@ def collect_environment(device: str = "cpu") -> dict:
         python=platform.python_version(),
         python_implementation=platform.python_implementation(),
         executable=sys.executable,
-        git_commit=_git_commit(),
+        git_commit=git_commit(),
         hostname=socket.gethostname(),
         platform=platform.platform(),
         cpu=_cpu_model(),

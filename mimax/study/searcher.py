@@ -24,6 +24,7 @@ from ray.tune.search import Searcher
 
 from mimax.contract import PackConfig, PackItem
 from mimax.db import TERMINAL
+from mimax.study.adapters import without_stop
 from mimax.study.outcome import final_state, interrupted, objective_values
 from mimax.trainables.config import validate
 from mimax.trainables.tune_adapter import CHECKPOINT_FILE, read_meta, records_of
@@ -52,10 +53,14 @@ class StudySearcher(Searcher):
         self.trial_gpus = trial_gpus  # each trial's share of a GPU (0: trials run on CPUs)
         self.seeds = space.seed_values()
         self.metrics = list(space.metrics)
+        # Optuna's storage API (public) for what Study does not offer: trial ids, intermediate values,
+        # and settling a trial without the sampler's hooks.
+        self.storage = store.optuna_storage()
         self.ot_study = optuna.load_study(
-            study_name=study["optuna_study_name"], storage=store.optuna_storage(),
-            sampler=space.make_sampler(session=session),
+            study_name=study["optuna_study_name"], storage=self.storage,
+            sampler=without_stop(space.make_sampler(session=session)),
         )
+        self.ot_study_id = self.storage.get_study_id_from_name(study["optuna_study_name"])
         if self.ot_study.metric_names != self.metrics:  # optuna-dashboard shows them, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -123,11 +128,12 @@ class StudySearcher(Searcher):
         """An Optuna trial asked just before the driver died, before its replicates were recorded:
         finish its define-by-run suggestion (the sampler gives the same answers it would have) and
         run it; if that is impossible it never ran, so it is marked FAIL without the sampler's hooks."""
+        trial_id = self._id_of(t.number)
         try:
-            config = self.space.suggest(optuna.trial.Trial(self.ot_study, t._trial_id))
+            config = self.space.suggest(optuna.trial.Trial(self.ot_study, trial_id))
         except Exception:
-            self.ot_study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            self.ot_study._storage.set_trial_user_attr(t._trial_id, "mimax_reconciled", "never ran")
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            self.storage.set_trial_user_attr(trial_id, "mimax_reconciled", "never ran")
             return
         self._record_group(t.number, config)
 
@@ -279,7 +285,7 @@ class StudySearcher(Searcher):
         self._maybe_tell(item["number"])
 
     def _told(self, number: int) -> bool:
-        return self.ot_study._storage.get_trial(self._trial_id(number)).state.is_finished()
+        return self.storage.get_trial(self._id_of(number)).state.is_finished()
 
     def _maybe_tell(self, number: int) -> None:
         outcomes = self.groups.get(number, {})
@@ -299,25 +305,18 @@ class StudySearcher(Searcher):
                 for step, v in curve.items():
                     per_step[step].append(v)
             for step, vs in sorted(per_step.items()):
-                self.ot_study._storage.set_trial_intermediate_value(self._trial_id(number), step, sum(vs) / len(vs))
+                self.storage.set_trial_intermediate_value(self._id_of(number), step, sum(vs) / len(vs))
             self._tell(number, state=TrialState.PRUNED)
         else:
             self._tell(number, state=TrialState.FAIL)
 
     def _tell(self, number: int, values=None, state=None, skip_if_finished: bool = False) -> None:
-        # GridSampler.after_trial calls study.stop() once the grid is done, which Optuna only allows
-        # inside study.optimize; tell() would then fail before saving the state. Mark us as inside.
-        local = self.ot_study._thread_local
-        before = local.in_optimize_loop
-        local.in_optimize_loop = True
-        try:
-            self.ot_study.tell(number, values, state=state, skip_if_finished=skip_if_finished)
-        finally:
-            local.in_optimize_loop = before
-            self.ot_study._stop_flag = False
+        # The sampler cannot stop the study here (adapters.without_stop): a grid's last tell would raise.
+        self.ot_study.tell(number, values, state=state, skip_if_finished=skip_if_finished)
 
-    def _trial_id(self, number: int) -> int:
-        return self.ot_study._storage.get_trial_id_from_study_id_trial_number(self.ot_study._study_id, number)
+    def _id_of(self, number: int) -> int:
+        """The storage's id of the Optuna trial ``number`` of this study."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.ot_study_id, number)
 
     # Ray pickles searchers into the experiment directory: keep the database (and its URL) out of it.
     def save(self, checkpoint_path: str) -> None:

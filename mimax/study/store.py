@@ -47,9 +47,13 @@ from mimax.db import (
 )
 from mimax.study.models import JSON_COLUMNS, UTCDateTime, utcnow
 
-__all__ = ["LeaseLost", "Store", "StudyExists", "canonical_json", "config_hash"]
+__all__ = ["HEARTBEAT_S", "LEASE_TIMEOUT_S", "LeaseLost", "Store", "StudyExists", "canonical_json", "config_hash"]
 
 _RETRY_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock / serialization failure: safe to rerun
+# A driver refreshes its lease every HEARTBEAT_S; one whose last beat is LEASE_TIMEOUT_S old is gone (its
+# lease free to claim, and `mimax status` says so). docs/STUDIES.md states both.
+HEARTBEAT_S = 5.0
+LEASE_TIMEOUT_S = 30.0
 
 
 def _transaction(*, write: bool):
@@ -113,11 +117,13 @@ class Store:
         self._columns: dict[str, list] | None = None  # at an older revision (read-only): the columns it has
         if read_only or not create:
             self.db.require_file()
-        elif self.db.path is not None:
-            try:
-                self.db.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise DatabaseError(f"cannot create the directory of {self.db.path}: {e.strerror or e}") from None
+        else:
+            if self.db.path is not None:
+                try:
+                    self.db.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise DatabaseError(f"cannot create the directory of {self.db.path}: {e.strerror or e}") from None
+            self.db.refuse_foreign()
         self.engine = self.db.readonly_engine() if read_only else self.db.engine()
         self._pid = os.getpid()
         try:
@@ -338,7 +344,7 @@ class Store:
         name: str,
         owner: str,
         *,
-        stale_after_s: float = 30.0,
+        stale_after_s: float = LEASE_TIMEOUT_S,
         alive: Callable[[str], bool] | None = None,
     ) -> None:
         """Take the study's driver lease: free, held by ``owner`` already, stale, or ``alive`` says the
@@ -568,6 +574,20 @@ class Store:
         q = (select(Trial.trial_key, ev.step, *(ev[c] for c in EVAL_FLOATS), ev.metrics)
              .join(Trial, Trial.id == ev.trial_id).where(Trial.study_id == self._study_id(conn, study_name)))
         return conn.execute(q.order_by(Trial.id, ev.step)).all()
+
+    def best(self, study_name: str) -> dict | None:
+        """The best final value of the study's first objective over its replicates: {metric, value,
+        trial_key, step}, or None before any replicate reported it."""
+        study = self.require_study(study_name)
+        if not study["metrics"]:
+            return None
+        metric, maximise = study["metrics"][0], study["directions"][0] == "maximize"
+        best = None
+        for key, rec in self.final_records(study_name).items():
+            v = rec.get(metric)
+            if v is not None and (best is None or (v > best["value"] if maximise else v < best["value"])):
+                best = {"metric": metric, "value": v, "trial_key": key, "step": rec["step"]}
+        return best
 
     def final_records(self, study_name: str) -> dict[str, dict]:
         """trial_key -> the record of the trial's last evaluation (with its ``step``)."""

@@ -15,7 +15,7 @@ A failing check raises ``ConformanceError`` (an AssertionError) whose message na
 check and what is wrong. The checks (``CHECKS``, by family):
 
 - ``declares``: a name, a Params model whose every field has a default (or is given), a subclass of the
-  family's base;
+  family's base; ``has_parameters`` true to the module (an encoder, critic or estimator);
 - ``shapes``: what the component returns for a small batch (features (B, out_dim); scores (Ku, Kv);
   an Estimate of scalar tensors with finite, non-zero gradients; batches of the view's shape);
 - ``pairs`` (critics): the K×K scores equal the critic applied to each pair (u_i, v_j) alone;

@@ -135,8 +135,9 @@ def declares(case: Case) -> None:
     if case.family == "estimator":
         case.expect(issubclass(case.cls.Params, EstimatorParams), "declares",
                     "its Params do not subclass EstimatorParams (every estimator takes a target)")
-    if case.family in ("encoder", "critic"):
-        args = (_encoder_view(case),) if case.family == "encoder" else (MODULE_DIM, MODULE_DIM)
+    if case.family in ("encoder", "critic", "estimator"):  # the trainer's optimisers go by the flag
+        args = {"encoder": lambda: (_encoder_view(case),), "critic": lambda: (MODULE_DIM, MODULE_DIM),
+                "estimator": tuple}[case.family]()
         module = _build(case, 0, *args)
         n = sum(p.numel() for p in module.parameters())
         case.expect((n > 0) == case.cls.has_parameters, "declares",

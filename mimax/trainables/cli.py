@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from mimax.contract import json_safe, load_yaml
+from mimax.contract import ceiling_label, json_safe, load_yaml
 from mimax.errors import ConfigError
 
 
@@ -131,7 +131,11 @@ def _summary(start, records, end):
                           _fmt(r["probe_accuracy"]))
     console = Console()
     console.print(table)
-    extra = [f"{what} = {start[key]:.4f} nats" for key, what in (("ceiling", "ceiling log K"), ("true_mi", "true MI"))
-             if start.get(key) is not None]
+    extra = []
+    if start.get("ceiling") is not None:
+        k = start["config"]["train"]["batch_size"]
+        extra.append(f"ceiling {ceiling_label(start['ceiling'], k, digits=4, unit='nats')}")
+    if start.get("true_mi") is not None:
+        extra.append(f"true MI = {start['true_mi']:.4f} nats")
     if extra:
         console.print("; ".join(extra))

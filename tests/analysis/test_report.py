@@ -209,6 +209,7 @@ def test_bound_curves_draw_log_k_only_where_nce_runs(study):
     dashed = lambda ax: [ln for ln in ax.lines if ln.get_linestyle() == "--"]  # noqa: E731
     (ceiling,) = dashed(by_title["nce"])
     np.testing.assert_allclose(ceiling.get_ydata(), math.log(64))  # K = the planted batch size
+    assert ceiling.get_label() == "ceiling log K = 4.159 (K = 64)"
     assert dashed(by_title["nwj"]) == []
     assert all(ln.get_linestyle() != "--" for ax in F.curves(study["data"]).axes for ln in ax.lines)
 
@@ -407,3 +408,25 @@ def test_curves_keep_the_best_configurations_when_there_are_too_many(tmp_path):
     assert "best 12 of 18" in fig.get_suptitle()
     labels = F.config_labels(data)
     assert sorted(labels.values())[0].endswith("lr=0.0001") and len(set(labels.values())) == 18
+
+
+def test_a_plugin_estimators_ceiling_is_labelled_as_a_ceiling_and_k_is_the_batch_size(tmp_path):
+    """A plugin estimator's ceiling log(K / α) = 6.537 at K = 128 was written "log 690 = 6.537" in the
+    report and "log K = 6.537 (K=690)" in the figure: K worked backwards from the ceiling."""
+    from mimax.study.store import Store
+
+    url = f"sqlite:///{tmp_path / 'plugin.db'}"
+    planted_study(url, "alpha", seeds=2, batch_size=128)
+    alpha = math.log(128 / 0.1855)  # 6.537, as Poole's interpolated bound's log(K / α) gives it
+    with Store(url) as store:  # the nwj trials stand for the plugin: their trials recorded its ceiling
+        for t in store.trials("alpha"):
+            if t["config"]["estimator"]["name"] == "nwj":
+                store.update_trial("alpha", t["trial_key"], ceiling=alpha)
+    data = load(url, "alpha")
+    md = write_report(data, analyze(data, url, n_boot=0, with_importance=False), tmp_path / "out")["md"].read_text()
+    assert re.search(r"nwj ends .* nats below its ceiling 6\.537 on average", md), md
+    assert re.search(r"NCE ends .* nats below its ceiling log K = 4\.852 \(K = 128\) on average", md), md
+    assert "log 690" not in md and "K=690" not in md and "K = 690" not in md
+    fig = F.curves(data, "bound_test")
+    labels = {ax.get_title(): [ln.get_label() for ln in ax.lines if ln.get_linestyle() == "--"] for ax in fig.axes}
+    assert labels == {"nce": ["ceiling log K = 4.852 (K = 128)"], "nwj": ["ceiling 6.537"]}

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
+import time
 
 import optuna
 import pytest
@@ -219,15 +222,32 @@ def test_resume_refuses_a_changed_space_file(tmp_path, sqlite_url):
     assert len(trials(sqlite_url, "c")) == 1
 
 
-def test_a_second_driver_is_refused_while_one_runs(tmp_path, sqlite_url):
+def test_a_second_driver_is_refused_while_one_runs_and_status_says_when_it_is_gone(tmp_path, sqlite_url):
+    """While the driver runs, status says so; after a SIGKILL, status says "driver gone" within the lease
+    timeout that docs/STUDIES.md states (30 s; on the driver's own host at once) and names the resume."""
+    from mimax.study.store import LEASE_TIMEOUT_S
+
     proc = start("launch", SPACES / "kill-grid.yaml", "--name", "busy", "--db", sqlite_url, "--quiet",
                  cwd=tmp_path, log=tmp_path / "launch.log")
     try:
         wait_for(lambda: any(t["state"] == "running" for t in trials(sqlite_url, "busy").values()), 120, proc)
         r = run("resume", "busy", "--db", sqlite_url, "--quiet", cwd=tmp_path)
         assert r.returncode == 2 and "is being run by" in r.stderr, r.stderr
+        live = json.loads(run("status", "busy", "--db", sqlite_url, "--json", cwd=tmp_path).stdout)
+        assert live["status"] == "running" and live["driver"] == "live" and live["driver_gone"] is None
     finally:
-        kill_group(proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        proc.wait(timeout=30)
+
+    def gone():
+        r = run("status", "busy", "--db", sqlite_url, cwd=tmp_path)
+        return r.returncode == 0 and "driver gone since" in r.stdout and r.stdout
+
+    out = wait_for(gone, timeout=LEASE_TIMEOUT_S + 30)
+    assert time.monotonic() - killed < LEASE_TIMEOUT_S, out
+    assert "run `mimax resume busy`" in out and "ETA" not in out and "busy: driver gone" in out, out
+    assert "driver gone" in run("list", "--db", sqlite_url, cwd=tmp_path).stdout
 
 
 def test_packed_replicates_are_recorded_as_if_run_alone(tmp_path, sqlite_url):
@@ -271,3 +291,37 @@ def test_failed_trials_keep_their_error_and_optuna_is_told_fail(tmp_path, sqlite
     assert [t.state for t in optuna_trials(sqlite_url, "f")] == [TS.FAIL, TS.FAIL]
     st = json.loads(run("status", "f", "--db", sqlite_url, "--json", cwd=tmp_path).stdout)
     assert st["states"]["failed"] == 2 and st["total"] == 2
+
+
+def test_ctrl_c_exits_130_naming_the_resume_and_resume_says_what_it_resumes_from_the_studys_best(tmp_path,
+                                                                                                 sqlite_url):
+    """SIGINT to `mimax launch --quiet` printed nothing and exited 1; `mimax resume` then printed nothing
+    about what it resumed, and its progress showed this session's best instead of the study's."""
+    name = "intr"
+    proc = start("launch", SPACES / "kill-grid.yaml", "--name", name, "--db", sqlite_url, "--results-dir",
+                 tmp_path / "res", "--max-concurrent", "1", "--quiet", cwd=tmp_path, log=tmp_path / "launch.log")
+    try:
+        wait_for(lambda: {"completed", "running"} <= {t["state"] for t in trials(sqlite_url, name).values()},
+                 timeout=240, proc=proc, every=0.05)
+        os.kill(proc.pid, signal.SIGINT)  # the driver alone, as `kill -INT` does
+        rc = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    lines = [ln for ln in (tmp_path / "launch.log").read_text().splitlines() if ln.strip()]
+    done = sum(t["state"] in ("completed", "pruned", "failed", "diverged") for t in trials(sqlite_url, name).values())
+    assert rc == 130, lines
+    assert lines[-1] == (f"mimax: interrupted: study {name} stopped with {done} of 4 trials done; "
+                         f"run `mimax resume {name}` to finish it"), lines
+    assert 1 <= done < 4
+    status = json.loads(run("status", name, "--db", sqlite_url, "--json", cwd=tmp_path).stdout)
+    assert status["status"] == "interrupted" and status["driver"] is None
+    best = max(v for (v,) in query(sqlite_url, """
+        SELECT e.probe_accuracy FROM mimax_evaluations e WHERE e.step =
+        (SELECT max(step) FROM mimax_evaluations WHERE trial_id = e.trial_id)"""))  # each replicate's last, by SQL
+
+    r = run("resume", name, "--db", sqlite_url, cwd=tmp_path, timeout=400)
+    assert r.returncode == 0, r.stderr
+    err = r.stderr.splitlines()
+    assert err[0] == f"resuming {name}: {done} of 4 done, {4 - done} to run", err
+    assert err[1].startswith(f"{name}: {done}/4 trials · ") and f"best probe_accuracy {best:.4f} · " in err[1], err

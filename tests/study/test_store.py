@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import pickle
 import threading
 import time
@@ -299,6 +300,51 @@ def test_claim_driver(store, study_fields):
         store.claim_driver("nope", "host:4:d")
 
 
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid  # reaped: no process has it now (pids are not reused this soon)
+
+
+@pytest.mark.parametrize("owner, age_s, gone", [
+    ("other-host:12:x", 0.0, False),
+    ("other-host:12:x", 28.0, False),   # a driver on another host: only its heartbeat tells
+    ("other-host:12:x", 31.0, True),    # past the lease timeout (30 s, docs/STUDIES.md)
+    ("HERE:SELF:x", 0.0, False),        # this process: alive
+    ("HERE:DEAD:x", 0.0, True),         # on this host and its process gone: at once
+])
+def test_status_and_list_tell_a_live_driver_from_a_stale_lease(store, study_fields, capsys, owner, age_s, gone):
+    """After a SIGKILL the study still says 'running' and holds the lease: status said "running — 8/12 …
+    ETA 0.6 min"."""
+    import socket
+
+    from mimax.cli import main
+
+    owner = owner.replace("HERE", socket.gethostname()).replace("SELF", str(os.getpid()))
+    owner = owner.replace("DEAD", str(_dead_pid()))
+    with_trials(store, study_fields)
+    store.update_trial("s", "a", state="completed", started_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=9))
+    beat = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s)).replace(microsecond=0)
+    store.update_study("s", driver_owner=owner, driver_heartbeat_at=beat)
+    assert main(["status", "s", "--db", store.url, "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["status"] == "running" and st["driver"] == ("gone" if gone else "live")
+    text = f"driver gone since {beat:%Y-%m-%d %H:%M:%S} UTC; run `mimax resume s`"
+    assert st["driver_gone"] == (text if gone else None)
+    assert (st["eta_s"] is None) == gone
+    assert main(["status", "s", "--db", store.url]) == 0
+    out = capsys.readouterr().out
+    assert (text in out) == gone and ("s: driver gone — 1/" in out) == gone and ("ETA" in out) != gone, out
+    assert main(["list", "--db", store.url, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["driver_gone"] == (text if gone else None)
+    assert main(["list", "--db", store.url]) == 0
+    assert ("driver gone" in capsys.readouterr().out) == gone
+
+
 def test_claim_driver_is_atomic(store, study_fields):
     store.create_study("s", **study_fields)
     won, lost = [], []
@@ -386,11 +432,56 @@ def test_open_without_create(db_url, tmp_path, study_fields):
         Store(db_url, create=False)
     with pytest.raises(DatabaseError, match="no database file"):
         Store(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE other"))  # now empty: mimax may make its tables there
+    engine.dispose()
     Store(db_url).close()
     store = Store(db_url, create=False)
     store.create_study("s", **study_fields)
     assert store.schema_version() == head_revision()
     store.close()
+
+
+def tables(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sorted(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["launch", "fig3-critics", "--name", "x", "--quiet"]])
+def test_another_programs_database_is_refused_and_left_as_it_was(db_url, tmp_path, capsys, argv):
+    """`--db` on a database with unrelated tables added ~17 mimax and Optuna tables to it, silently."""
+    from mimax.cli import main
+
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)"))
+        conn.execute(sa.text("INSERT INTO customers VALUES (1, 'Ada')"))
+    engine.dispose()
+    path = sa.engine.make_url(db_url).database
+    before = open(path, "rb").read() if db_url.startswith("sqlite") else None
+    assert main([*argv, "--db", db_url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a mimax database: it holds other tables (customers)" in err, err
+    assert tables(db_url) == ["customers"]
+    if before is not None:  # not even switched to WAL
+        assert open(path, "rb").read() == before and not os.path.exists(path + "-wal")
+    with pytest.raises(DatabaseError, match="not a mimax database"):
+        Store(db_url)
+
+
+def test_a_bare_path_is_echoed_with_the_url_to_write(tmp_path, capsys, monkeypatch):
+    from mimax.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "--db", "my.db"]) == 2
+    assert capsys.readouterr().err == ("mimax: error: database URL 'my.db' is not a URL; for a SQLite file write "
+                                       "sqlite:///my.db\n")
+    assert not (tmp_path / "my.db").exists()
 
 
 def test_sqlite_pragmas(sqlite_url):

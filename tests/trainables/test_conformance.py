@@ -134,7 +134,19 @@ class Forgetful(Estimator):
         return Estimate(value, value)
 
 
+class Undeclared(Overshooting):
+    """Learns a scale, but keeps the default has_parameters = False: no optimiser would train it."""
+
+    name = "undeclared"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+
 @pytest.mark.parametrize("cls, check, message", [
+    (Undeclared, "declares", r"estimator 'undeclared' .* fails declares: has_parameters is False but it holds 1 "
+                             r"parameters"),
     (Centred, "pairs", r"critic 'centred' .* fails pairs: S\[i, j\] differs from the critic applied to "
                           r"\(u_i, v_j\) alone"),
     (RowSummed, "shapes", r"critic 'row-summed' .* fails shapes: scores of shape \(4,\) for u \(4, 5\) and "

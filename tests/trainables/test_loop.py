@@ -260,3 +260,33 @@ def test_gaussian_known_mi_within_a_tenth_of_a_nat(estimator):
     }
     last = lone(cfg)[-1]
     assert abs(last["bound_test"] - 1.0) < 0.1, last
+
+
+def test_the_train_summary_names_a_plugins_ceiling_plainly_and_nces_as_log_k(tmp_path, capsys, small_config,
+                                                                             monkeypatch):
+    """`mimax train`'s summary said "ceiling log K = 6.5373" of a plugin estimator whose ceiling is
+    log(K / α) at K = 128."""
+    from mimax.trainables.estimators import ESTIMATORS
+
+    (tmp_path / "alpha_plugin.py").write_text(
+        "import math\n"
+        "from mimax.trainables.estimators import NCE\n"
+        "from mimax.trainables.plugins import register\n\n\n"
+        "class Alpha(NCE):\n"
+        "    name = 'alpha-nce'\n\n"
+        "    def ceiling(self, k):\n"
+        "        return math.log(k / 0.1855)\n\n\n"
+        "register('estimator', Alpha)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        for estimator, want in (("alpha-nce", f"ceiling {math.log(128 / 0.1855):.4f} nats"),
+                                ("nce", "ceiling log K = 4.8520 nats (K = 128)")):
+            config = dict(small_config, plugins=["alpha_plugin"], estimator={"name": estimator},
+                          train=dict(small_config["train"], steps=2, batch_size=128), eval={"every": 2, "probe": "none"})
+            f = tmp_path / "c.yaml"
+            f.write_text(yaml.safe_dump(config))
+            assert main(["train", str(f)]) == 0
+            out = capsys.readouterr().out
+            assert want in out and "log K = 6.5" not in out, out
+    finally:
+        ESTIMATORS.pop("alpha-nce", None)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import math
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +68,26 @@ def _stamp(path: str) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
+# What zipfile, zlib and numpy raise on a damaged file (a bad header is a ValueError, a SyntaxError from
+# its literal_eval or a TokenError from its tokenizer, a deep one a RecursionError, a truncated member an
+# EOFError or zlib.error).
+_DAMAGED = (OSError, EOFError, ValueError, TypeError, SyntaxError, tokenize.TokenError, RecursionError,
+            zipfile.BadZipFile, zlib.error)
+
+
+def _damaged(path: str, exc: BaseException) -> ConfigError:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return ConfigError(WHERE, f"{path} is not a readable .npz file ({type(exc).__name__}"
+                              f"{': ' + first if first else ''}); write it with numpy.savez")
+
+
 def _open(path: str) -> zipfile.ZipFile:
     try:
         z = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile):
         raise ConfigError(WHERE, f"{path} is not an .npz file (write it with numpy.savez)") from None
+    except _DAMAGED as exc:
+        raise _damaged(path, exc) from None
     missing = [k for k in KEYS if f"{k}.npy" not in z.namelist()]
     if missing:
         z.close()
@@ -79,10 +96,23 @@ def _open(path: str) -> zipfile.ZipFile:
 
 
 def _header(z: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
-    with z.open(f"{key}.npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(fh)
+    """An array's shape and dtype from its header, checked against the bytes stored after it (so that
+    loading it never allocates what a damaged header claims)."""
+    path = z.filename
+    try:
+        with z.open(f"{key}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+            stored = z.getinfo(f"{key}.npy").file_size - fh.tell()
+    except _DAMAGED as exc:
+        raise _damaged(path, exc) from None
+    if dtype.hasobject:
+        raise ConfigError(WHERE, f"{path}: {key} holds Python objects, which a data file may not (no pickle)")
+    size = math.prod(shape) * dtype.itemsize
+    if size != stored:
+        raise ConfigError(WHERE, f"{path}: {key} has shape {shape} of {dtype} ({size:,} bytes) but {stored:,} bytes "
+                                 "are stored; the file is damaged")
     return shape, dtype
 
 
@@ -113,8 +143,8 @@ def _load(path: str, *_stamp) -> tuple[np.ndarray, ...]:
     try:
         with np.load(path, allow_pickle=False) as f:
             x1, x2, labels, split = (f[k] for k in KEYS)
-    except ValueError as exc:  # an object array needs pickle, which a data file may not run
-        raise ConfigError(WHERE, f"{path}: {exc}") from None
+    except _DAMAGED as exc:  # the headers were fine, the data after one is not (a bad CRC, say)
+        raise _damaged(path, exc) from None
     if labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
         raise ConfigError(WHERE, f"{path}: labels must be non-negative integers, got {labels.dtype}")
     if split.dtype.kind != "U" or not np.isin(split, SPLITS).all():

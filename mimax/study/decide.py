@@ -102,18 +102,11 @@ def _per_trial_seconds(data) -> float | None:
     return float(statistics.median(per)) if len(per) else None
 
 
-LEASE_S = 60.0  # a driver's heartbeat older than this is gone (the store's lease goes stale after 30 s)
-
-
 def _driven(study: dict) -> bool:
-    """A driver holds the study and beat within LEASE_S."""
-    from datetime import datetime, timezone
+    """Another driver holds the study now (engine.driver_gone says when one went away)."""
+    from mimax.study.engine import driver_gone
 
-    beat = study.get("driver_heartbeat_at")
-    if not study.get("driver_owner") or beat is None:
-        return False
-    beat = beat if beat.tzinfo else beat.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - beat).total_seconds() < LEASE_S
+    return bool(study.get("driver_owner")) and driver_gone(study) is None
 
 
 def evaluate(claims, source: str, db_url: str, design, *, budget: str | None = None, n_boot: int = 10_000,

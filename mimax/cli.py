@@ -5,6 +5,7 @@ stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mimax.errors import ConfigError
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # a study's driver says what to resume (study.engine.Interrupted)
         print(f"mimax: {one_line(str(exc)) or 'interrupted'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mimax spaces show NAME | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -68,3 +68,18 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
         "mimax: error: budget: unknown budget 'huge' for space 'fig3-critics' (choose from smoke, cpu, paper)\n")
     assert run_cli(["spaces", "validate", str(tmp_path / "missing.yaml")]) == 2
     assert "space file not found" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`mimax spaces show NAME | head -1`: the pipe closes under the writer (a BrokenPipeError), which is
+    no error of the user's: no traceback on stderr."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "mimax.cli", "spaces", "show", "fig3-critics", "--budget", "paper"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader leaves before the writer is done
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -70,15 +70,33 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert "space file not found" in capsys.readouterr().err
 
 
-def test_a_reader_that_leaves_early_gets_no_traceback():
-    """`mimax spaces show NAME | head -1`: the pipe closes under the writer (a BrokenPipeError), which is
-    no error of the user's: no traceback on stderr."""
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`mimax spaces show BIG --json | head -c 100`: the pipe closes under the writer (BrokenPipeError),
+    which is no error of the user's: no traceback on stderr. 3,000 configurations print ~800 kB, far past
+    a pipe's buffer, so the writer is still writing when the reader leaves."""
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "mimax.cli", "spaces", "show", "fig3-critics", "--budget", "paper"],
+    grid = ", ".join(f"{1e-5 * (i + 1):.6e}" for i in range(3000))
+    space = tmp_path / "big.yaml"
+    space.write_text(f"""name: big
+description: a big grid
+base:
+  data: {{name: digits}}
+  encoder: {{name: mlp, hidden: [8], out_dim: 4}}
+  critic: {{name: bilinear}}
+  estimator: {{name: nce}}
+  train: {{steps: 10, batch_size: 16}}
+  eval: {{every: 10, probe: none, bound_batches: 1}}
+params:
+  train.lr: {{grid: [{grid}]}}
+seeds: 1
+sampler: {{name: grid, seed: 0}}
+objectives: [{{metric: bound_test, direction: maximize}}]
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "mimax.cli", "spaces", "show", str(space), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdout.readline()
+    assert proc.stdout.read(100)
     proc.stdout.close()  # the reader leaves before the writer is done
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)

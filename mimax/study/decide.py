@@ -223,7 +223,9 @@ def _merge(actions: list[Action], studies: dict) -> list[Action]:
     with its trials and time counted again over that union."""
     launched = {a.preset for a in actions if a.kind == "launch"}
     # a preset whose preferred budget is about to be launched: its claims will read that study next
-    actions = [a for a in actions if a.kind == "launch" or studies[a.study].study.get("space_source") not in launched]
+    # (an extend of a study no claim reads yet is an unfinished launch: it stays)
+    actions = [a for a in actions if a.kind == "launch" or a.study not in studies
+               or studies[a.study].study.get("space_source") not in launched]
     out: dict[str, Action] = {}
     for a in actions:
         m = out.setdefault(a.study, Action(a.kind, a.study, a.seeds, [], a.preset, a.budget, a.trials, a.seconds))

@@ -35,13 +35,13 @@ FLOATS = ("bound_test", "bound_train", "probe_accuracy")  # columns of mimax_eva
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """The planted database, with a resumed session (a git commit) for fig3-critics-cpu."""
+    """The planted database, with a resumed session (a git commit) for fig3-critics-paper-steps."""
     path = tmp_path_factory.mktemp("reprodoc") / "reproduce-cpu.db"
     url = f"sqlite:///{path}"
     write_paper_studies(url)
     store = Store(url)
     try:
-        store.record_environment("fig3-critics-cpu", {"git_commit": COMMIT, "device": "cuda", "cpu": "AMD EPYC",
+        store.record_environment("fig3-critics-paper-steps", {"git_commit": COMMIT, "device": "cuda", "cpu": "AMD EPYC",
                                                       "cpu_count": 16, "gpu": "NVIDIA H200"}, 1)
     finally:
         store.close()
@@ -178,16 +178,16 @@ def test_finding_fields(source, verified):
 
 
 def test_configs_is_the_mean_and_sd_over_seeds_of_each_final_value(planted, source):
-    out = rendered(source, "{{configs fig3-critics-cpu probe_accuracy.torch bound_test}}").splitlines()
+    out = rendered(source, "{{configs fig3-critics-paper-steps probe_accuracy.torch bound_test}}").splitlines()
     assert out[0] == "| critic | estimator | probe_accuracy.torch | bound_test | n |"
     assert len(out) == 2 + 6
     for line in out[2:]:
         critic, estimator, acc, bound, n = (x.strip() for x in line.strip("|").split(" | "))
         where = {"critic__name": critic, "estimator__name": estimator}
         for cell, metric in ((acc, "probe_accuracy.torch"), (bound, "bound_test")):
-            x = final_values(planted[0], "fig3-critics-cpu", metric, **where)
+            x = final_values(planted[0], "fig3-critics-paper-steps", metric, **where)
             assert cell == f"{fmt(statistics.mean(x))} ± {fmt(statistics.stdev(x))}"
-        assert n == str(len(final_values(planted[0], "fig3-critics-cpu", "bound_test", **where)))
+        assert n == str(len(final_values(planted[0], "fig3-critics-paper-steps", "bound_test", **where)))
     # where= keeps the rows it selects; fmt= sets the decimals.
     out = rendered(source, "{{configs fig4c-noniid-cpu bound_test where=data.iid=false fmt=.5f}}").splitlines()
     assert [line.split(" | ")[:2] for line in out[2:]] == [["| nce", "false"], ["| nwj", "false"]]
@@ -266,10 +266,10 @@ def test_provenance_names_the_file_its_size_each_study_and_its_sessions(planted,
     with closing_sql(planted[0]) as con:
         names = [n for n, in con.execute("SELECT name FROM mimax_studies ORDER BY name")]
         recorded = con.execute("SELECT recorded_at FROM mimax_environment e JOIN mimax_studies s ON s.id = e.study_id "
-                               "WHERE s.name = 'fig3-critics-cpu' AND e.session = 1").fetchone()[0]
+                               "WHERE s.name = 'fig3-critics-paper-steps' AND e.session = 1").fetchone()[0]
     table = out.splitlines()[2:]
     assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == names
-    fig3 = next(line for line in table if line.startswith("| fig3-critics-cpu |"))
+    fig3 = next(line for line in table if line.startswith("| fig3-critics-paper-steps |"))
     assert " | 30 / 30 | 0: commit unknown, " in fig3
     assert f"; 1: `0123456789ab+dirty`, {recorded[:16].replace('T', ' ')} | CPU unknown; AMD EPYC, 16 cores, " \
         "NVIDIA H200 |" in fig3
@@ -367,7 +367,7 @@ def test_check_passes_then_fails_with_a_diff_naming_the_line_after_one_number_ch
 
 BAD = [
     ("{{valu x}}", "unknown placeholder kind 'valu' (kinds: summary,"),
-    ("{{value fig3-critics-cpu}}", "expected 2 arguments, got 1 (usage: {{value STUDY METRIC"),
+    ("{{value fig3-critics-paper-steps}}", "expected 2 arguments, got 1 (usage: {{value STUDY METRIC"),
     ("{{summary extra}}", "expected 0 arguments, got 1"),
     ("{{claims}}", "expected 1 argument, got 0"),
     ("{{value a b foo=1}}", "unknown option 'foo'"),
@@ -397,21 +397,21 @@ def test_a_malformed_placeholder_is_one_line_and_exit_2_before_the_database_is_r
 
 UNKNOWN = [
     ("{{value nosuch bound_test}}", "unknown study 'nosuch'"),
-    ("{{value fig3-critics-cpu probe_acc}}", "unknown metric 'probe_acc' in study fig3-critics-cpu"),
+    ("{{value fig3-critics-paper-steps probe_acc}}", "unknown metric 'probe_acc' in study fig3-critics-paper-steps"),
     ("{{claim fig3-separable-above-concat estimate}}", "unknown claim 'fig3-separable-above-concat' in paper; did "
                                                        "you mean fig3-separable-above-concat.torch"),
     ("{{claim pixel-clean.torch p}}", "unknown field 'p' of a claim (fields: estimate, ci, verdict, n, test, paper)"),
     ('{{claims "fig3 critic"}}', "unknown finding 'fig3 critic' in paper (findings: pixel baseline,"),
     ('{{finding "fig4c non-i.i.d." sklearn}}', "unknown field 'sklearn' of finding 'fig4c non-i.i.d.' (fields: "
                                                "verdict, note)"),
-    ("{{value fig3-critics-cpu bound_test where=critic=concatt}}", "where: unknown level 'concatt' of critic"),
-    ("{{value fig3-critics-cpu bound_test where=crit=concat}}", "unknown factor 'crit' in study fig3-critics-cpu"),
-    ("{{value fig3-critics-cpu bound_test where=critic}}", "where: expected KEY=VALUE"),
-    ("{{value fig3-critics-cpu bound_test at=7}}", "at: no evaluation at step 7 in study fig3-critics-cpu (steps: 0,"),
-    ("{{value fig3-critics-cpu bound_test at=last}}", "at: expected final or a step, got 'last'"),
-    ("{{value fig3-critics-cpu bound_test stat=median}}", "stat: expected one of mean, sd, n, min, max, mean_sd"),
-    ("{{study fig3-critics-cpu trainsteps}}", "unknown key 'trainsteps' of study fig3-critics-cpu"),
-    ("{{calibration fig3-critics-cpu}}", "study fig3-critics-cpu has no known-MI data"),
+    ("{{value fig3-critics-paper-steps bound_test where=critic=concatt}}", "where: unknown level 'concatt' of critic"),
+    ("{{value fig3-critics-paper-steps bound_test where=crit=concat}}", "unknown factor 'crit' in study fig3-critics-paper-steps"),
+    ("{{value fig3-critics-paper-steps bound_test where=critic}}", "where: expected KEY=VALUE"),
+    ("{{value fig3-critics-paper-steps bound_test at=7}}", "at: no evaluation at step 7 in study fig3-critics-paper-steps (steps: 0,"),
+    ("{{value fig3-critics-paper-steps bound_test at=last}}", "at: expected final or a step, got 'last'"),
+    ("{{value fig3-critics-paper-steps bound_test stat=median}}", "stat: expected one of mean, sd, n, min, max, mean_sd"),
+    ("{{study fig3-critics-paper-steps trainsteps}}", "unknown key 'trainsteps' of study fig3-critics-paper-steps"),
+    ("{{calibration fig3-critics-paper-steps}}", "study fig3-critics-paper-steps has no known-MI data"),
 ]
 
 
@@ -428,15 +428,15 @@ def test_the_script_runs_as_a_command(planted, tmp_path):
     """The file as `python docs/reproduction/generate.py`, from another directory: exit 2 and one line for
     bad input, exit 0 and the files it wrote otherwise."""
     template = tmp_path / "t.md.in"
-    template.write_text("{{value fig3-critics-cpu nosuch}}\n")
+    template.write_text("{{value fig3-critics-paper-steps nosuch}}\n")
     run = lambda *a: subprocess.run([sys.executable, str(SCRIPT), "--db", planted[1], "--template", str(template),  # noqa: E731
                                      "--out", str(tmp_path / "out.md"), "--no-readme", *a],
                                     capture_output=True, text=True, timeout=300, cwd=tmp_path)
     res = run()
     assert res.returncode == 2 and res.stdout == "" and len(res.stderr.splitlines()) == 1, res.stderr
-    assert res.stderr.startswith(f"generate.py: error: {template}:1: {{{{value fig3-critics-cpu nosuch}}}}: unknown "
+    assert res.stderr.startswith(f"generate.py: error: {template}:1: {{{{value fig3-critics-paper-steps nosuch}}}}: unknown "
                                  "metric 'nosuch'")
-    template.write_text("{{study fig3-critics-cpu seeds}} seeds\n")
+    template.write_text("{{study fig3-critics-paper-steps seeds}} seeds\n")
     res = run()
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"{tmp_path / 'out.md'}\n" and (tmp_path / "out.md").read_text() == "5 seeds\n"

@@ -65,7 +65,7 @@ def test_validate_prints_ok_with_the_count(capsys):
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert run_cli(["spaces", "show", "fig3-critics", "--budget", "huge"]) == 2
     assert capsys.readouterr().err == (
-        "mimax: error: budget: unknown budget 'huge' for space 'fig3-critics' (choose from smoke, cpu, paper)\n")
+        "mimax: error: budget: unknown budget 'huge' for space 'fig3-critics' (choose from smoke, cpu, paper-steps, paper)\n")
     assert run_cli(["spaces", "validate", str(tmp_path / "missing.yaml")]) == 2
     assert "space file not found" in capsys.readouterr().err
 

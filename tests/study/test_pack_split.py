@@ -120,7 +120,7 @@ def pack_config(seeds) -> dict:
 
 def test_tune_trial_reports_one_split_result_when_building_the_pack_runs_out_of_memory(reports, monkeypatch):
     class Oom:
-        def __init__(self, config, seeds, device=None):
+        def __init__(self, config, seeds, device=None, dataset=None):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
 
     monkeypatch.setattr(loop, "Trainer", Oom)

@@ -592,7 +592,7 @@ class _Studies:
         present = [n for n in names if n in self.status]
         done = [n for n in present if self.status[n] == "completed"]
         chosen = (done or present or names[-1:])[0]
-        for n in present[:present.index(chosen)]:  # preferred, but still running or interrupted
+        for n in present[:present.index(chosen) if chosen in present else 0]:  # preferred, still running
             self.passed_over[n] = chosen
         return chosen
 

@@ -70,13 +70,29 @@ def size_text(url: str) -> str:
     return f"{size / 1e6:.1f} MB ({size:,} bytes)"
 
 
-def studies_of(claim, budget: str | None) -> list[str]:
-    """The studies a claim reads: its own, and the reference study of a ``versus``."""
-    out = []
-    for ref in (claim, claim.versus):
-        if ref is not None and (ref.study or ref.preset):
-            out.append(ref.study or f"{ref.preset}-{ref.budget or budget}")
-    return out
+def choice(ref, budgets, status: dict[str, str]) -> tuple[str, str]:
+    """(the study a reference prefers, the study verify reads): for a preset, the first of its budgets
+    (the claim's, else the file's list) whose study is in the database, a completed one preferred."""
+    if ref.study:
+        return ref.study, ref.study
+    from mimax.search_spaces.spec import load_spec
+
+    wanted = [ref.budget] if ref.budget else [budgets] if isinstance(budgets, str) else list(budgets or [])
+    have = load_spec(ref.preset).budgets
+    names = [f"{ref.preset}-{b}" for b in wanted if b in have] or [f"{ref.preset}-{wanted[0]}"]
+    present = [n for n in names if n in status]
+    done = [n for n in present if status[n] == "completed"]
+    return names[0], (done or present or names[-1:])[0]
+
+
+def refs(claim) -> list:
+    """The claim and the reference study of its ``versus``, those that name a study or preset."""
+    return [r for r in (claim, claim.versus) if r is not None and (r.study or r.preset)]
+
+
+def studies_of(claim, budgets, status: dict[str, str]) -> list[str]:
+    """The studies a claim reads, as verify chooses them: its own, and the reference study of a ``versus``."""
+    return [choice(ref, budgets, status)[1] for ref in refs(claim)]
 
 
 @dataclass
@@ -100,10 +116,11 @@ class Source:
         self.studies = list_studies(self.url)
         self.claims_file, self.source = load_claims(CLAIMS)
         # with --partial a study still running is pending too: its numbers would change under the page
+        self.status = {s["name"]: s["status"] for s in self.studies}
         present = {s["name"] for s in self.studies if not self.partial or s["status"] == "completed"}
         keep = []
         for claim in self.claims_file.claims:
-            missing = [s for s in studies_of(claim, self.claims_file.budget) if s not in present]
+            missing = [s for s in studies_of(claim, self.claims_file.budget, self.status) if s not in present]
             if missing and self.partial:
                 self.pending[claim.id] = missing
             else:
@@ -128,6 +145,22 @@ class Source:
     def awaited(self) -> list[str]:
         """The studies that pending claims read."""
         return sorted({s for missing in self.pending.values() for s in missing})
+
+    def waiting(self) -> list[tuple[str, str, str, list[str]]]:
+        """(preferred study, its state, the completed study read instead or "", the claims) for each study
+        a claim prefers that is not completed in the database (a paper-steps study absent or running)."""
+        out: dict[str, tuple] = {}
+        for claim in self.claims_file.claims:
+            for ref in refs(claim):
+                preferred, chosen = choice(ref, self.claims_file.budget, self.status)
+                state = self.status.get(preferred, "absent")
+                if state == "completed":
+                    continue
+                instead = chosen if chosen != preferred and self.status.get(chosen) == "completed" else ""
+                row = out.setdefault(preferred, (preferred, state, instead, []))
+                if claim.id not in row[3]:
+                    row[3].append(claim.id)
+        return list(out.values())
 
     # ---- claims and findings -------------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats as sps
 
 from mimax.analysis.claims.render import estimate_and_ci, family_text, p_text
 from mimax.analysis.claims.verify import values, yaml_equal
@@ -49,7 +48,7 @@ class Kind:
 
     def usage(self, name: str) -> str:
         opts = {"where": "where=KEY=VALUE[,KEY=VALUE]", "at": "at=final|STEP", "stat": f"stat={'|'.join(STATS)}",
-                "fmt": "fmt=SPEC", "none": "none=TEXT"}
+                "fmt": "fmt=SPEC", "none": "none=TEXT", "minus": "minus=KEY=VALUE[,KEY=VALUE]"}
         words = [name, *(f"[{a}]" if a.endswith("...") else a for a in self.args), *(f"[{opts[o]}]" for o in self.options)]
         return "{{" + " ".join(words) + "}}"
 
@@ -61,11 +60,15 @@ KINDS = {
     "finding": Kind(("FINDING", "FIELD")),
     "claim": Kind(("ID", "FIELD"), ("fmt",)),
     "configs": Kind(("STUDY", "METRIC..."), ("where", "fmt")),
-    "value": Kind(("STUDY", "METRIC"), ("where", "at", "stat", "fmt")),
+    "value": Kind(("STUDY", "METRIC"), ("where", "minus", "at", "stat", "fmt")),
     "study": Kind(("STUDY", "KEY"), ("none",)),
     "calibration": Kind(("STUDY",), ("where",)),
-    "family": Kind(("FIELD", "SEEDS...")),
+    "family": Kind(("FIELD", "FAMILY...")),
+    "count": Kind(("VERDICT",)),
+    "checks": Kind(()),
+    "waiting": Kind(()),
 }
+COUNTS = ("holds", "fails", "inconclusive", "untestable", "claims", "pending", "passed", "failed", "checks")
 
 
 # ---- parsing -----------------------------------------------------------------------------------------
@@ -248,7 +251,8 @@ def _at(data, at: str | None):
 def _summary(source, args, opts) -> str:
     probes = source.probe_labels()
     header = ["finding", *(f"{lab} ({PROBES.get(lab, 'probe')})" for lab in probes), "overall",
-              "claims: hold / fail / inconclusive", "holds under one probe only"]
+              "claims: hold / fail / inconclusive / untestable",
+              "holds under one probe only"]
     rows = []
     for f in source.findings():
         if f["pending"] and not f["claims"]:
@@ -256,7 +260,7 @@ def _summary(source, args, opts) -> str:
             continue
         held = [lab for lab, v in f["probes"].items() if v == "holds"]
         only = f"yes: {held[0]} only" if len(f["probes"]) > 1 and len(held) == 1 else ""
-        counts = f"{f['holds']} / {f['fails']} / {f['inconclusive']}"
+        counts = f"{f['holds']} / {f['fails']} / {f['inconclusive']} / {f['untestable']}"
         if f["pending"]:
             counts += f" ({len(f['pending'])} pending)"
         rows.append([f["finding"], *(f["probes"].get(lab, "– (no probe)") for lab in probes), f["verdict"],
@@ -329,16 +333,25 @@ def _value(source, args, opts) -> str:
     if stat not in STATS:
         raise PlaceholderError(f"stat: expected one of {', '.join(STATS)}, got {stat!r}")
     at = _at(data, opts.get("at"))
-    sub = select(data, opts.get("where"))
-    x = values(sub, metric, at, pd.Series(True, index=sub.trials.index))["value"].to_numpy(dtype=float)
-    if not len(x):
-        raise PlaceholderError(f"no value of {metric} at {at} in the selected trials of study {data.name}")
+    x = _read(data, metric, at, opts.get("where"))
     fmt = opts.get("fmt", ",d" if stat == "n" else ".3f")
+    if "minus" in opts:  # a difference of two selections' means: a contrast stated in prose, not typed
+        if stat != "mean":
+            raise PlaceholderError(f"minus= gives a difference of means: stat must be mean, not {stat!r}")
+        return number(float(x.mean() - _read(data, metric, at, opts["minus"]).mean()), opts.get("fmt", "+.3f"))
     sd = float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
     stats = {"mean": x.mean(), "sd": sd, "n": len(x), "min": x.min(), "max": x.max()}
     if stat == "mean_sd":
         return number(float(x.mean()), fmt) + (f" ± {number(sd, fmt)}" if len(x) > 1 else "")
     return number(stats[stat], fmt)
+
+
+def _read(data, metric: str, at, where: str | None) -> np.ndarray:
+    sub = select(data, where)
+    x = values(sub, metric, at, pd.Series(True, index=sub.trials.index))["value"].to_numpy(dtype=float)
+    if not len(x):
+        raise PlaceholderError(f"no value of {metric} at {at} in the selected trials of study {data.name}")
+    return x
 
 
 def _study(source, args, opts) -> str:
@@ -373,19 +386,50 @@ def _calibration(source, args, opts) -> str:
 
 
 def _family(source, args, opts) -> str:
-    """``text``: how the verdicts were decided (alpha, Holm's family, resamples); ``m``: the claims in
-    Holm's family; ``t SEEDS``: the t statistic a claim read from one configuration's SEEDS seeds must
-    pass to hold at the first (strictest) step of Holm, one-sided at alpha / 2 / m."""
+    """``text``: how the verdicts were decided (alpha, Holm within each family, resamples); ``count``: the
+    families Holm ran over; ``size FAMILY``: the claims Holm adjusted over in one family."""
     v = source.verification
-    m = v.holm_size
-    field, seeds = args[0], args[1:]
-    if field == "text" and not seeds:
+    fams = {f["family"]: f for f in v.families()}
+    field, rest = args[0], args[1:]
+    if field == "text" and not rest:
         return family_text(v)
-    if field == "m" and not seeds:
-        return str(m)
-    if field == "t" and len(seeds) == 1 and seeds[0].isdigit() and int(seeds[0]) >= 2:
-        return number(sps.t.isf(v.alpha / 2 / max(m, 1), int(seeds[0]) - 1), ".1f")
-    raise PlaceholderError(f"family takes text, m, or t SEEDS (SEEDS ≥ 2), not {' '.join(args)!r}")
+    if field == "count" and not rest:
+        return str(sum(1 for f in fams.values() if f["size"]))
+    if field == "size" and len(rest) == 1:
+        if rest[0] not in fams:
+            raise unknown("family", rest[0], fams, f"(families: {', '.join(fams)})")
+        return str(fams[rest[0]]["size"])
+    raise PlaceholderError(f"family takes text, count, or size FAMILY, not {' '.join(args)!r}")
+
+
+def _count(source, args, opts) -> str:
+    """How many of the findings' claims have a verdict (holds ... untestable), or all of them (claims),
+    those waiting for a study (pending); how many checks passed, failed, or all (checks)."""
+    word = args[0]
+    if word not in COUNTS:
+        raise PlaceholderError(f"count: expected one of {', '.join(COUNTS)}, got {word!r}")
+    v = source.verification
+    n = {**v.counts(), **v.check_counts(), "claims": len(v.claims), "checks": len(v.checks),
+         "pending": sum(source.claim(c).kind == "finding" for c in source.pending)}[word]
+    return str(n)
+
+
+def _checks(source, args, opts) -> str:
+    """The checks (true by construction), apart from the findings: a failed one is a bug report."""
+    rows = [[f"`{d.claim.id}`", f"{d.study}: {d.statement}", d.test.n, number(d.test.estimate, ".4g"), d.verdict]
+            for d in source.verification.checks]
+    rows += [[f"`{cid}`", PENDING, "", "", PENDING] for cid in source.pending if source.claim(cid).kind == "check"]
+    return table(["check", "what it checks", "evaluations", "largest excess over the limit", "result"], rows)
+
+
+def _waiting(source, args, opts) -> str:
+    """Per preferred study (the first budget of a preset claim) not completed in the database: its state,
+    the study read instead, and the claims that wait for it."""
+    rows = [[study, state, instead or "–", ", ".join(f"`{c}`" for c in claims)]
+            for study, state, instead, claims in source.waiting()]
+    if not rows:
+        return "Every claim reads the study of its first budget."
+    return table(["preferred study", "in the database", "read instead", "claims waiting for it"], rows)
 
 
 def _provenance(source, args, opts) -> str:
@@ -394,4 +438,4 @@ def _provenance(source, args, opts) -> str:
 
 FILL = {"summary": _summary, "provenance": _provenance, "claims": _claims, "finding": _finding, "claim": _claim,
         "configs": _configs, "value": _value, "study": _study, "calibration": _calibration,
-        "family": _family}
+        "family": _family, "count": _count, "checks": _checks, "waiting": _waiting}

@@ -82,7 +82,7 @@ def choice(ref, budgets, status: dict[str, str]) -> tuple[str, str]:
     names = [f"{ref.preset}-{b}" for b in wanted if b in have] or [f"{ref.preset}-{wanted[0]}"]
     present = [n for n in names if n in status]
     done = [n for n in present if status[n] == "completed"]
-    return names[0], (done or present or names[-1:])[0]
+    return names[0], (done or present or names[:1])[0]  # none there: the page waits for the preferred one
 
 
 def refs(claim) -> list:
@@ -143,8 +143,10 @@ class Source:
 
     @property
     def awaited(self) -> list[str]:
-        """The studies that pending claims read."""
-        return sorted({s for missing in self.pending.values() for s in missing})
+        """The studies that pending claims read and, with --partial, the preferred studies not finished
+        (their placeholders wait for them even while the claims read another budget's study)."""
+        preferred = {row[0] for row in self.waiting()} if self.partial else set()
+        return sorted({s for missing in self.pending.values() for s in missing} | preferred)
 
     def waiting(self) -> list[tuple[str, str, str, list[str]]]:
         """(preferred study, its state, the completed study read instead or "", the claims) for each study

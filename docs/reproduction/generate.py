@@ -75,14 +75,28 @@ def choice(ref, budgets, status: dict[str, str]) -> tuple[str, str]:
     (the claim's, else the file's list) whose study is in the database, a completed one preferred."""
     if ref.study:
         return ref.study, ref.study
+    names = candidates(ref, budgets)
+    present = [n for n in names if n in status]
+    done = [n for n in present if status[n] == "completed"]
+    return names[0], (done or present or names[:1])[0]  # none there: the page waits for the preferred one
+
+
+def candidates(ref, budgets) -> list[str]:
+    """The studies a preset reference may read, in order of preference (one per budget it names)."""
+    if ref.study:
+        return [ref.study]
     from mimax.search_spaces.spec import load_spec
 
     wanted = [ref.budget] if ref.budget else [budgets] if isinstance(budgets, str) else list(budgets or [])
     have = load_spec(ref.preset).budgets
-    names = [f"{ref.preset}-{b}" for b in wanted if b in have] or [f"{ref.preset}-{wanted[0]}"]
-    present = [n for n in names if n in status]
-    done = [n for n in present if status[n] == "completed"]
-    return names[0], (done or present or names[:1])[0]  # none there: the page waits for the preferred one
+    return [f"{ref.preset}-{b}" for b in wanted if b in have] or [f"{ref.preset}-{wanted[0]}"]
+
+
+def preset_study(name: str) -> bool:
+    """Whether ``name`` is <preset>-<budget> of a shipped preset and one of its budgets."""
+    from mimax.search_spaces.spec import load_spec, preset_names
+
+    return any(name.startswith(f"{p}-") and name[len(p) + 1:] in load_spec(p).budgets for p in preset_names())
 
 
 def refs(claim) -> list:
@@ -133,8 +147,8 @@ class Source:
 
     def data(self, name: str):
         if name not in self._loaded:
-            if name in self.awaited:
-                raise placeholders.Pending
+            if name in self.awaited or (self.partial and name not in self.status and preset_study(name)):
+                raise placeholders.Pending  # a study make reproduce runs that is not there yet
             try:
                 self._loaded[name] = load(self.url, name)
             except ConfigError as e:
@@ -143,10 +157,14 @@ class Source:
 
     @property
     def awaited(self) -> list[str]:
-        """The studies that pending claims read and, with --partial, the preferred studies not finished
-        (their placeholders wait for them even while the claims read another budget's study)."""
-        preferred = {row[0] for row in self.waiting()} if self.partial else set()
-        return sorted({s for missing in self.pending.values() for s in missing} | preferred)
+        """The studies that pending claims read and, with --partial, every study a claim may read (one
+        per budget of its list) that is not finished: their placeholders wait for them even while the
+        claims read another budget's study."""
+        unfinished = set()
+        if self.partial:  # any study a claim may read that is not finished yet
+            unfinished = {n for c in self.claims_file.claims for ref in refs(c)
+                          for n in candidates(ref, self.claims_file.budget) if self.status.get(n) != "completed"}
+        return sorted({s for missing in self.pending.values() for s in missing} | unfinished)
 
     def waiting(self) -> list[tuple[str, str, str, list[str]]]:
         """(preferred study, its state, the completed study read instead or "", the claims) for each study

@@ -1,6 +1,6 @@
 """Analysis cost on a large study: 10,000 trials × 21 evaluations (210,000 evaluation rows).
 
-Builds a synthetic study through ``mimax.study.store.Store`` (batched writes, with its Optuna study of
+Builds a synthetic study through ``mimax.storage.store.Store`` (batched writes, with its Optuna study of
 one COMPLETE trial per configuration) once into a cached SQLite file (default under /tmp; rebuilt when
 missing or built by another version of this script), then times, in one process: ``load``, ``final``,
 ``effects``, ``pairwise``, ``correlations``, ``anova`` and Optuna's importances (PED-ANOVA, fANOVA), each
@@ -44,7 +44,7 @@ def build(url: str) -> float:
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sqlalchemy  # noqa: E402
 
-from mimax.study.store import Store  # noqa: E402
+from mimax.storage.store import Store  # noqa: E402
 from perf_doc import machine  # noqa: E402
 
 DOC = ROOT / "docs" / "PERFORMANCE.md"

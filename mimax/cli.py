@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:  # bad input, a database problem included (mimax.db.DatabaseError)
+    except ConfigError as exc:  # bad input, a database problem included (mimax.storage.db.DatabaseError)
         print(f"mimax: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:  # a study's driver says what to resume (study.engine.Interrupted)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from mimax.db import MIGRATIONS
+from mimax.storage.db import MIGRATIONS
 
 
 def upgrade_to(url: str, revision: str) -> None:

@@ -237,7 +237,7 @@ VALID_NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", fullmatch=True)
 
 
 def name_ok(name: str) -> bool:
-    """The study-name rule as the docs state it (independent of mimax.db's regular expression)."""
+    """The study-name rule as the docs state it (independent of mimax.storage.db's regular expression)."""
     return 1 <= len(name) <= 128 and name[0] in NAME_CHARS[:-3] and all(c in NAME_CHARS for c in name)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from mimax.analysis.load import AnalysisError
 from mimax.analysis.tables import isnan, level_text
 from mimax.contract import json_safe
-from mimax.db import DB_HELP, choose_url
+from mimax.storage.db import DB_HELP, choose_url
 
 __all__ = ["analyze", "register", "summary"]
 

@@ -8,7 +8,7 @@ A method that cannot say anything meaningful returns an empty mapping and a one-
 from __future__ import annotations
 
 from mimax.analysis.load import StudyData
-from mimax.db import Database, DatabaseError, first_line
+from mimax.storage.db import Database, DatabaseError, first_line
 
 __all__ = ["METHODS", "PED_ANOVA_MIN_CONFIGS", "importances"]
 

@@ -1,6 +1,6 @@
 """Read one study out of a results database into tidy pandas frames, read-only.
 
-The database is read through a read-only :class:`~mimax.study.store.Store` (SQLite through a ``mode=ro``
+The database is read through a read-only :class:`~mimax.storage.store.Store` (SQLite through a ``mode=ro``
 URI, so analysing a copied database never changes it; PostgreSQL sessions marked read-only), at any schema
 revision this mimax knows: a column an older revision lacks is not there (ceiling and true_mi before 0003). One query per table; JSON
 columns are decoded with ``json.loads`` and flattened into dotted columns ("encoder.name", "train.lr", ...).
@@ -17,7 +17,7 @@ import pandas as pd
 
 from mimax.contract import EVAL_FLOATS, SECTION_FAMILIES, TRIAL_FLOATS, ceiling
 from mimax.errors import ConfigError
-from mimax.study.store import Store
+from mimax.storage.store import Store
 
 __all__ = ["AnalysisError", "StudyData", "ceilings", "final", "list_studies", "load"]
 
@@ -28,7 +28,7 @@ _TRIAL_COLUMNS = ("trial_key", "state", "seed", "replicate_group", "replicate_in
 
 class AnalysisError(ConfigError):
     """Bad analysis input (an empty study, a bad option); ``str()`` is one line. A problem with the
-    database itself is a :class:`mimax.db.DatabaseError`, a ConfigError too."""
+    database itself is a :class:`mimax.storage.db.DatabaseError`, a ConfigError too."""
 
     def __init__(self, message: str):
         super().__init__("", message)

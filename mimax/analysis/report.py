@@ -21,7 +21,7 @@ from mimax.analysis import figures as F
 from mimax.analysis.stats import completed_finals
 from mimax.analysis.tables import html_table, isnan, md_escape, md_table, num
 from mimax.contract import ceiling_label
-from mimax.db import Environment
+from mimax.storage.db import Environment
 
 __all__ = ["findings", "write_report"]
 

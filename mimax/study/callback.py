@@ -14,10 +14,10 @@ from ray import tune
 from sqlalchemy import exc as sa_exc
 
 from mimax.contract import TRIAL_FLOATS, EvalRecord, PackResult
-from mimax.db import DatabaseError
-from mimax.study.models import utcnow
+from mimax.storage.db import DatabaseError
+from mimax.storage.models import utcnow
 from mimax.study.outcome import final_state
-from mimax.study.store import HEARTBEAT_S
+from mimax.storage.store import HEARTBEAT_S
 from mimax.trainables.tune_adapter import read_meta, records_of
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import json
 import sys
 from datetime import datetime
 
-from mimax.db import DB_HELP, TERMINAL, choose_url
+from mimax.storage.db import DB_HELP, TERMINAL, choose_url
 
 
 def _pack(text: str) -> int | str:
@@ -149,7 +149,7 @@ def status_dict(store, name: str) -> dict:
 
 
 def _read(args):
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     return Store(choose_url(args.db), read_only=True)
 
@@ -183,7 +183,7 @@ def _status(args) -> int:
 
 
 def _db_upgrade(args) -> int:
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     with Store(choose_url(args.db), create=True) as store:
         print(f"{store.display_url}: mimax schema at {store.schema_version()}")

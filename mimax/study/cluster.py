@@ -9,7 +9,7 @@ import sys
 from contextlib import contextmanager
 from typing import Callable
 
-from mimax.db import first_line
+from mimax.storage.db import first_line
 from mimax.errors import ConfigError
 
 

@@ -19,7 +19,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from mimax.db import TERMINAL, DB_HELP, choose_url
+from mimax.storage.db import TERMINAL, DB_HELP, choose_url
 from mimax.errors import ConfigError
 
 __all__ = ["Action", "ClaimState", "Plan", "decide", "evaluate", "register"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mimax.contract import INT_MAX
-from mimax.db import TERMINAL, check_study_name, choose_url
+from mimax.storage.db import TERMINAL, check_study_name, choose_url
 from mimax.errors import ConfigError
 
 DEFAULT_RESULTS = "mimax-results"
@@ -87,8 +87,8 @@ def driver_gone(study: dict, now=None):
     """When the driver of a study that says it is running went away (its last heartbeat), or None while
     one runs it (or none should). Gone: its process is no longer on this host, or its lease is older
     than LEASE_TIMEOUT_S (a driver on another host, or one that cannot reach the database)."""
-    from mimax.study.models import utcnow
-    from mimax.study.store import LEASE_TIMEOUT_S
+    from mimax.storage.models import utcnow
+    from mimax.storage.store import LEASE_TIMEOUT_S
 
     owner, beat = study.get("driver_owner"), study.get("driver_heartbeat_at")
     if study.get("status") != "running" and not owner:
@@ -120,7 +120,7 @@ def _configs_total(space) -> int:
 def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, results_dir: str | None,
            opts: RunOptions) -> dict:
     from mimax.search_spaces import load_space
-    from mimax.study.store import Store, StudyExists
+    from mimax.storage.store import Store, StudyExists
 
     check_study_name(name)
     opts.check()
@@ -153,7 +153,7 @@ def launch(space_ref: str, name: str, *, budget: str | None, db: str | None, res
 
 
 def resume(name: str, *, db: str | None, add_trials: int, results_dir: str | None, opts: RunOptions) -> dict:
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     opts.check()
     if not 0 <= add_trials <= INT_MAX:
@@ -197,7 +197,7 @@ def extend(name: str, *, db: str | None, seeds: int, configs: list[str] | None =
     seeds 0..seeds−1 they lack, as new trials of the same configurations, then run the study as a
     resume would. Idempotent: a trial key (configuration, seed) is written once, so an extension
     interrupted and run again loses and duplicates nothing."""
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     opts.check()
     if not 1 <= seeds <= INT_MAX:

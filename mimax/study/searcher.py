@@ -23,7 +23,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from mimax.contract import PackConfig, PackItem
-from mimax.db import TERMINAL
+from mimax.storage.db import TERMINAL
 from mimax.study.adapters import without_stop
 from mimax.study.outcome import final_state, interrupted, objective_values
 from mimax.trainables.config import validate

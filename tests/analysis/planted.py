@@ -1,4 +1,4 @@
-"""Synthetic results databases with a planted truth, written through ``mimax.study.store.Store``.
+"""Synthetic results databases with a planted truth, written through ``mimax.storage.store.Store``.
 
 ``planted_study`` writes a study shaped like one the engine writes (one Optuna trial per
 configuration, one mimax trial per configuration × seed, trial keys ``c0003-s1``, evaluations at a few
@@ -144,7 +144,7 @@ def planted_study(
     ``record(levels, seed, step, frac)`` returns fields to add to (or replace in) each evaluation record,
     with ``levels`` the configuration's short factor -> level and ``frac`` = step / last step.
     """
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     if corr not in CORR:
         raise ValueError(f"corr must be one of {', '.join(CORR)}, got {corr!r}")
@@ -275,7 +275,7 @@ def _optuna(store, optuna_name: str, grid: Mapping[str, list], configs: list[dic
 
 def bare_study(url: str, name: str) -> None:
     """A study row with no trials at all (and an empty Optuna study)."""
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     space = _space(name, {"critic.name": ["bilinear"]}, 1, (0, 10), 64)
     store = Store(url)

@@ -37,7 +37,7 @@ def db(tmp_path_factory):
 def _add_late_evaluations(url: str, name: str, planted) -> None:
     """One more evaluation after the planted last step: better than the planted final for seed 0, worse
     for the others, so "best" and "last" pick different evaluations."""
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     rows = []
     for f in planted.finals:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from planted import T0, bare_study, database_at_revision, planted_study
 
 from mimax.analysis.load import final, list_studies, load
-from mimax.db import Database
+from mimax.storage.db import Database
 from mimax.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def planted(tmp_path_factory):
     url = f"sqlite:///{path}"
     truth = planted_study(url, "p", seeds=3, effect={"critic": {"concat": 0.05}}, failed=["c0001-s2"])
     # A later, worse evaluation of one trial: its best evaluation is not its last.
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     with Store(url) as store:
         store.write_evaluations("p", [{"trial_key": "c0000-s0", "step": 1500,

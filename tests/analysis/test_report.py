@@ -295,7 +295,7 @@ def test_calibration_table_matches_a_brute_force_loop(tmp_path):
 
 def _adversarial_study(url: str, name: str, seeds: int = 3) -> dict[int, list[tuple[float, float]]]:
     """A Fig. 1c-shaped study written through Store: no critic, no estimator, bounds null."""
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     rng = np.random.default_rng(1)
     truth = defaultdict(list)
@@ -413,7 +413,7 @@ def test_curves_keep_the_best_configurations_when_there_are_too_many(tmp_path):
 def test_a_plugin_estimators_ceiling_is_labelled_as_a_ceiling_and_k_is_the_batch_size(tmp_path):
     """A plugin estimator's ceiling log(K / α) = 6.537 at K = 128 was written "log 690 = 6.537" in the
     report and "log K = 6.537 (K=690)" in the figure: K worked backwards from the ceiling."""
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     url = f"sqlite:///{tmp_path / 'plugin.db'}"
     planted_study(url, "alpha", seeds=2, batch_size=128)

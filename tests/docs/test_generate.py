@@ -25,7 +25,7 @@ from planted_paper import EXPECTED, write_paper_studies
 from mimax.analysis.claims import load_claims
 from mimax.cli import main as mimax_main
 from mimax.errors import ConfigError
-from mimax.study.store import Store
+from mimax.storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docs" / "reproduction" / "generate.py"

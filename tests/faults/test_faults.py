@@ -26,7 +26,7 @@ import optuna
 import pytest
 
 from harness import Host
-from mimax.study.store import Store
+from mimax.storage.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
 

@@ -100,7 +100,7 @@ def db_url(request) -> str:
 
 @pytest.fixture
 def store(db_url):
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     s = Store(db_url)
     yield s

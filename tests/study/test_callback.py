@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from mimax.db import DatabaseError
+from mimax.storage.db import DatabaseError
 from mimax.study.callback import StoreCallback, StoreWriter
-from mimax.study.store import Store
+from mimax.storage.store import Store
 
 
 def test_results_store_each_members_record_and_the_trials_ceiling_and_true_mi(sqlite_url, study_fields):

@@ -74,7 +74,7 @@ def test_a_resumed_study_gets_its_metric_names(tmp_path, sqlite_url):
     the searcher a resume builds."""
     from mimax.search_spaces import load_space
     from mimax.study.searcher import StudySearcher
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     space = SPACES / "tiny-random.yaml"
     r = run("launch", space, "--name", "old", "--db", sqlite_url, "--results-dir", tmp_path / "res", "--quiet",

@@ -225,7 +225,7 @@ def test_resume_refuses_a_changed_space_file(tmp_path, sqlite_url):
 def test_a_second_driver_is_refused_while_one_runs_and_status_says_when_it_is_gone(tmp_path, sqlite_url):
     """While the driver runs, status says so; after a SIGKILL, status says "driver gone" within the lease
     timeout that docs/STUDIES.md states (30 s; on the driver's own host at once) and names the resume."""
-    from mimax.study.store import LEASE_TIMEOUT_S
+    from mimax.storage.store import LEASE_TIMEOUT_S
 
     proc = start("launch", SPACES / "kill-grid.yaml", "--name", "busy", "--db", sqlite_url, "--quiet",
                  cwd=tmp_path, log=tmp_path / "launch.log")

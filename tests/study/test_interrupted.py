@@ -25,7 +25,7 @@ from mimax.search_spaces import load_space
 from mimax.study.callback import StoreCallback
 from mimax.study.outcome import interrupted
 from mimax.study.searcher import MAX_RETRIES, StudySearcher
-from mimax.study.store import Store
+from mimax.storage.store import Store
 from mimax.trainables.tune_adapter import CHECKPOINT_FILE, META_FILE
 
 TS = optuna.trial.TrialState

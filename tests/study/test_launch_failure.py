@@ -17,7 +17,7 @@ def test_a_failure_under_tune_stops_the_writer_before_the_lease_goes(sqlite_url,
     from ray import tune
 
     from mimax.study import callback, cluster, engine
-    from mimax.study.store import Store
+    from mimax.storage.store import Store
 
     class FastWriter(callback.StoreWriter):  # beats every 10 ms, so a writer left running shows at once
         def __init__(self, *args, **kwargs):

@@ -18,8 +18,8 @@ from alembic.runtime.migration import MigrationContext
 
 from schema_at import migration, upgrade_to
 
-from mimax.db import MIGRATIONS, VERSION_TABLE, Base, DatabaseError
-from mimax.study.store import Store
+from mimax.storage.db import MIGRATIONS, VERSION_TABLE, Base, DatabaseError
+from mimax.storage.store import Store
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 

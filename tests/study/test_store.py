@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from mimax.study.environment import collect_environment
-from mimax.db import STATES, DatabaseError, UnknownStudy, head_revision
-from mimax.study.store import LeaseLost, Store, StudyExists
+from mimax.storage.db import STATES, DatabaseError, UnknownStudy, head_revision
+from mimax.storage.store import LeaseLost, Store, StudyExists
 
 PASSWORD = "s3cr3t-pw"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mimax.db import head_revision
-from mimax.study.store import Store
+from mimax.storage.db import head_revision
+from mimax.storage.store import Store
 
 BATCHES = 50
 OWN = 3  # trials per worker

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mimax.errors import ConfigError
-from mimax.study.store import config_hash
+from mimax.storage.store import config_hash
 from mimax.trainables.config import validate
 from mimax.trainables.loop import Trainer
 

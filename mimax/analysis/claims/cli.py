@@ -7,7 +7,7 @@ import argparse
 import json
 
 from mimax.analysis.load import AnalysisError
-from mimax.db import DB_HELP
+from mimax.storage.db import DB_HELP
 
 __all__ = ["N_BOOT", "at_least", "register", "run", "verify_command"]
 
@@ -72,7 +72,7 @@ def run(claims: str, db: str | None, *, n_boot: int = N_BOOT, seed: int = 0, bud
     only the claims about that study."""
     from mimax.analysis.claims.spec import load_claims
     from mimax.analysis.claims.verify import verify
-    from mimax.db import choose_url
+    from mimax.storage.db import choose_url
 
     parsed, source = load_claims(claims)
     return verify(parsed, source, choose_url(db), n_boot=n_boot, seed=seed, budget=budget, data=data)

@@ -1,6 +1,6 @@
 """What the migrations share: a mimax table written as its columns. A migration is frozen history, so it
-spells out its own column types instead of reading ``mimax.study.models``; the constraint names follow
-``mimax.study.models.NAMING``."""
+spells out its own column types instead of reading ``mimax.storage.models``; the constraint names follow
+``mimax.storage.models.NAMING``."""
 
 from __future__ import annotations
 

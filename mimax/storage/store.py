@@ -1,12 +1,12 @@
 """The results store: mimax's tables in a SQL database, beside Optuna's RDB storage.
 
-The database is the source of truth of a study. ``Store(url)`` opens it through :mod:`mimax.db` (and by
+The database is the source of truth of a study. ``Store(url)`` opens it through :mod:`mimax.storage.db` (and by
 default creates it, or upgrades its schema to this mimax's); every method runs in its own short
 transaction on its own pooled connection, so one Store may be shared by the threads of a process, and
 several processes may open the same SQLite file. ``Store(url, read_only=True)`` writes nothing: it reads
 a database at any schema revision this mimax knows, with the columns that revision has.
 
-Every error a user can cause comes out as a :class:`~mimax.db.DatabaseError` whose message is one line
+Every error a user can cause comes out as a :class:`~mimax.storage.db.DatabaseError` whose message is one line
 and never holds the database password.
 """
 
@@ -31,7 +31,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from mimax.contract import EVAL_FLOATS
-from mimax.db import (
+from mimax.storage.db import (
     STATES,
     STUDY_STATUSES,
     TERMINAL,
@@ -45,7 +45,7 @@ from mimax.db import (
     head_revision,
     present_columns,
 )
-from mimax.study.models import JSON_COLUMNS, UTCDateTime, utcnow
+from mimax.storage.models import JSON_COLUMNS, UTCDateTime, utcnow
 
 __all__ = ["HEARTBEAT_S", "LEASE_TIMEOUT_S", "LeaseLost", "Store", "StudyExists", "canonical_json", "config_hash"]
 

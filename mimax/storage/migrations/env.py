@@ -1,6 +1,6 @@
 """Alembic environment for mimax's own tables.
 
-mimax runs this programmatically (``mimax.db``), handing over an open connection whose
+mimax runs this programmatically (``mimax.storage.db``), handing over an open connection whose
 transaction it owns; ``alembic -x url=...`` from a shell works too. Optuna's tables live in the same
 database with Optuna's own ``alembic_version``: mimax records its revision in
 ``mimax_alembic_version`` and autogenerate looks only at tables named ``mimax_*``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from mimax.db import VERSION_TABLE, Base
+from mimax.storage.db import VERSION_TABLE, Base
 
 config = context.config
 

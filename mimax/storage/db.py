@@ -11,7 +11,7 @@ transaction takes the file's write lock up front and waits for it, instead of fa
 locked" when a read turns into a write. Read-only SQLite goes through a ``mode=ro`` URI, so reading a
 copied database never changes it; PostgreSQL read-only sessions are marked read-only.
 
-mimax's tables (defined in ``mimax.study.models``, migrated by ``mimax/study/migrations``, re-exported
+mimax's tables (defined in ``mimax.storage.models``, migrated by ``mimax/storage/migrations``, re-exported
 here) carry their schema revision in their own Alembic version table beside Optuna's.
 """
 
@@ -30,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
 from mimax.errors import ConfigError
-from mimax.study.models import Base, Environment, Evaluation, Study, Trial
+from mimax.storage.models import Base, Environment, Evaluation, Study, Trial
 
 __all__ = [
     "DB_HELP", "DEFAULT_URL", "STATES", "STUDY_STATUSES", "TERMINAL", "Base", "Database", "DatabaseError",
@@ -44,7 +44,7 @@ STATES = ("pending", "running", *TERMINAL)
 
 DEFAULT_URL = "sqlite:///mimax.db"
 DB_HELP = f"database URL (default $MIMAX_DB, then {DEFAULT_URL})"  # every --db option
-MIGRATIONS = Path(__file__).parent / "study" / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "mimax_alembic_version"  # Optuna owns alembic_version
 SQLITE_BUSY_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 5

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from mimax.study.migrations.tables import TS, create_table
+from mimax.storage.migrations.tables import TS, create_table
 
 revision = "0002"
 down_revision = "0001"

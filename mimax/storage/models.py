@@ -1,6 +1,6 @@
 """The mimax tables (SQLAlchemy 2 declarative). They sit beside Optuna's tables in the same database,
-so every name carries the ``mimax_`` prefix; the schema is versioned by ``mimax/study/migrations``.
-Open them through ``mimax.db``, which re-exports them.
+so every name carries the ``mimax_`` prefix; the schema is versioned by ``mimax/storage/migrations``.
+Open them through ``mimax.storage.db``, which re-exports them.
 
 JSON values are stored as text (``json.dumps(..., sort_keys=True)``) so both SQLite and PostgreSQL
 hold the same bytes and any copy of the database reads back with plain SQL. Timestamps are

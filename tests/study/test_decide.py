@@ -139,3 +139,28 @@ def test_decide_killed_mid_batch_then_run_again_loses_and_duplicates_no_seed(tmp
     rows = query(sqlite_url, "SELECT t.trial_key, e.step FROM mimax_evaluations e JOIN mimax_trials t ON t.id = e.trial_id")
     assert sorted(rows) == sorted((k, s) for k in after for s in range(0, 1501, 250))
     assert "open at 5 seeds, the ladder's last point" in r.stdout
+
+
+def test_an_unfinished_study_at_the_preferred_budget_is_finished_first(tmp_path, capsys):
+    """The reference database's case: fig3-critics-paper-steps was stopped part-way, so verify reads
+    fig3-critics-cpu (which stops before the endpoint) and the plan finishes the study no claim reads yet
+    (a KeyError before: the plan looked that study up among the ones the claims read)."""
+    import sqlite3
+
+    db = tmp_path / "d.db"
+    url = f"sqlite:///{db}"
+    planted_study(url, "fig3-critics-cpu", seeds=3, steps=(0, 1500, 3000))
+    planted_study(url, "fig3-critics-paper-steps", seeds=3, steps=(0, 1000, 2000))
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE mimax_studies SET status = 'running' WHERE name = 'fig3-critics-paper-steps'")
+    con.close()
+    path = tmp_path / "c.yaml"
+    path.write_text("budget: [paper-steps, cpu]\nclaims:\n  - {id: c, finding: f, preset: fig3-critics, "
+                    "metric: probe_accuracy, order: {factor: critic, a: bilinear, op: '>', b: concat}}\n")
+    assert main(["decide", str(path), "--db", url, "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    c = plan["claims"][0]
+    assert c["study"] == "fig3-critics-cpu" and c["verdict"] == "untestable"
+    assert "fig3-critics-paper-steps is running" in c["note"]
+    assert plan["actions"] == [{"kind": "extend", "study": "fig3-critics-paper-steps", "seeds": 3, "configs": None,
+                                "preset": None, "budget": None, "trials": 0, "seconds": None}]

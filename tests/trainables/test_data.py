@@ -403,3 +403,30 @@ def test_arrays_that_are_no_file_or_no_npz(tmp_path):
     (tmp_path / "x.npz").write_text("not a zip")
     with pytest.raises(ConfigError, match=r"data.path: .*x.npz is not an .npz file"):
         make("arrays", path=str(tmp_path / "x.npz"))
+
+
+@pytest.mark.parametrize("field, value, names", [
+    ("compress_type", 99, "NotImplementedError"),  # a compression method zipfile lacks
+    ("flag_bits", 0x1, "RuntimeError"),  # an encrypted member
+])
+def test_arrays_with_an_unreadable_zip_member_are_one_line_at_data_path(tmp_path, field, value, names):
+    """zipfile raises neither BadZipFile nor OSError for these two (found by tests/test_inputs_property.py)."""
+    import struct
+    import zipfile
+
+    path = savez(tmp_path / "v.npz")
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+    # the same field in each member's local header (offset 6: flags, 8: method) and central directory entry
+    local = {"flag_bits": 6, "compress_type": 8}[field]
+    central = {"flag_bits": 8, "compress_type": 10}[field]
+    for info in infos:
+        struct.pack_into("<H", raw, info.header_offset + local, value)
+    start = raw.rfind(b"PK\x01\x02", 0, len(raw))
+    while start != -1:
+        struct.pack_into("<H", raw, start + central, value)
+        start = raw.rfind(b"PK\x01\x02", 0, start)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ConfigError, match=rf"^data\.path: .*v\.npz is not a readable \.npz file \({names}"):
+        make("arrays", path=str(path))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import lzma
 import tokenize
 import zipfile
 import zlib
@@ -71,8 +72,9 @@ def _stamp(path: str) -> tuple[int, int]:
 # What zipfile, zlib and numpy raise on a damaged file (a bad header is a ValueError, a SyntaxError from
 # its literal_eval or a TokenError from its tokenizer, a deep one a RecursionError, a truncated member an
 # EOFError or zlib.error).
+# zipfile raises NotImplementedError for a compression method it lacks and RuntimeError for an encrypted member
 _DAMAGED = (OSError, EOFError, ValueError, TypeError, SyntaxError, tokenize.TokenError, RecursionError,
-            zipfile.BadZipFile, zlib.error)
+            zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError)
 
 
 def _damaged(path: str, exc: BaseException) -> ConfigError:

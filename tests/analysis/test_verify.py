@@ -745,3 +745,63 @@ def test_verify_help_describes_the_claims_file_with_a_valid_example_and_points_t
     (tmp_path / "help.yaml").write_text(example)
     parsed, _ = load_claims(str(tmp_path / "help.yaml"))  # the example is a valid claims file
     assert [c.kind for c in parsed.claims] == ["finding", "check"] and parsed.claims[0].order.by == 0.01
+
+
+@pytest.mark.slow
+def test_the_report_shows_families_and_checks_apart_in_a_headless_browser(paper_db, tmp_path):
+    """What Debian's chromium renders of `mimax analyze --claims paper`'s report.html (its DOM after
+    rendering, read back with --dump-dom): the claims table groups claims by family, each family named;
+    the checks are a table of their own, under their own heading, and no check is among the claims."""
+    from html.parser import HTMLParser
+
+    from requires import require
+
+    chromium = Path("/usr/bin/chromium")
+    require(chromium.exists(), f"Debian's chromium at {chromium} (apt-get install chromium)")
+    out = tmp_path / "report"
+    assert main(["analyze", "fig3-critics-paper-steps", "--db", paper_db[1], "--claims", "paper", "--out", str(out),
+                 "--n-boot", "200", "--no-importance"]) == 0
+    res = subprocess.run([str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          (out / "report.html").resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    assert res.returncode == 0 and "</html>" in res.stdout, res.stderr[-2000:]
+
+    class Tables(HTMLParser):  # {h2 id: [rows of cell texts]} for the table that follows each h2
+        def __init__(self):
+            super().__init__()
+            self.tables, self.section, self.row, self.cell = {}, None, None, None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "h2":
+                self.section = dict(attrs).get("id")
+            elif tag == "tr" and self.section:
+                self.row = []
+            elif tag in ("td", "th") and self.row is not None:
+                self.cell = ""
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.row.append(self.cell.strip())
+                self.cell = None
+            elif tag == "tr" and self.row is not None:
+                self.tables.setdefault(self.section, []).append(self.row)
+                self.row = None
+
+    parser = Tables()
+    parser.feed(res.stdout)
+    claims, checks = parser.tables["claims"], parser.tables["claims-checks"]
+    expected = [c for c in load_claims("paper")[0].claims if c.preset == "fig3-critics"]
+    cols = claims[0]
+    ids = {r[cols.index("claim")] for r in claims[1:]}
+    families = {r[cols.index("family")] for r in claims[1:]}
+    assert ids == {c.id for c in expected if c.kind == "finding"}  # every finding's claim, no check
+    assert {"fig3 critics", "fig3 critics · probe torch"} <= families
+    check_ids = {r[0] for r in checks[1:]}
+    assert check_ids == {c.id for c in expected if c.kind == "check"} == {"fig3-nce-below-ceiling"}
+    assert not check_ids & ids

@@ -118,6 +118,7 @@ class Source:
     studies: list[dict] = field(default_factory=list)
     pending: dict[str, list[str]] = field(default_factory=dict)  # claim id -> its missing studies
     _loaded: dict = field(default_factory=dict)
+    _looks: dict = field(default_factory=dict)  # seeds -> the verification at that look
 
     def __post_init__(self):
         path = db_file(self.url)
@@ -139,9 +140,15 @@ class Source:
                 self.pending[claim.id] = missing
             else:
                 keep.append(claim)
-        claims = self.claims_file.model_copy(update={"claims": keep})
-        self.verification = verify(claims, self.source, self.url, n_boot=N_BOOT, seed=0)
+        self._claims = self.claims_file.model_copy(update={"claims": keep})
+        self.verification = verify(self._claims, self.source, self.url, n_boot=N_BOOT, seed=0)
         self._verdicts = {d.claim.id: d for d in self.verification.verdicts}
+
+    def verification_at(self, seeds: int):
+        """The verification that reads only the seeds below ``seeds``: mimax decide's look at that many."""
+        if seeds not in self._looks:
+            self._looks[seeds] = verify(self._claims, self.source, self.url, n_boot=N_BOOT, seed=0, seeds=seeds)
+        return self._looks[seeds]
 
     # ---- studies ----------------------------------------------------------------------------------------
 

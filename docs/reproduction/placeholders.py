@@ -67,6 +67,7 @@ KINDS = {
     "count": Kind(("VERDICT",)),
     "checks": Kind(()),
     "waiting": Kind(()),
+    "spent": Kind(("SEEDS",)),
 }
 COUNTS = ("holds", "fails", "inconclusive", "untestable", "claims", "pending", "passed", "failed", "checks")
 
@@ -432,10 +433,31 @@ def _waiting(source, args, opts) -> str:
     return table(["preferred study", "in the database", "read instead", "claims waiting for it"], rows)
 
 
+def _spent(source, args, opts) -> str:
+    """Per finding: the studies its claims read, their seeds per configuration, the machine time of those
+    studies' trials (StudyData.trial_seconds, summed), and its verdict when only SEEDS seeds per
+    configuration are read (mimax decide's first look) beside its verdict on every seed."""
+    if not args[0].isdigit() or int(args[0]) < 2:
+        raise PlaceholderError(f"spent takes SEEDS, a whole number ≥ 2, not {args[0]!r}")
+    before = {f["finding"]: f["verdict"] for f in source.verification_at(int(args[0])).findings()}
+    rows = []
+    for f in source.verification.findings():
+        ds = [d for d in source.verification.claims if d.claim.finding == f["finding"]]
+        studies = sorted({d.study for d in ds})
+        seeds = sorted({d.seeds for d in ds if d.seeds})
+        hours = sum(float(source.data(s).trial_seconds().sum()) for s in studies) / 3600
+        rows.append([f["finding"], ", ".join(studies),
+                     "–" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}",
+                     number(hours, ".2f"), before.get(f["finding"], "–"), f["verdict"]])
+    return table(["finding", "studies read", "seeds per configuration", "machine time (h)",
+                  f"verdict at {args[0]} seeds", "verdict now"], rows)
+
+
 def _provenance(source, args, opts) -> str:
     return source.provenance()
 
 
 FILL = {"summary": _summary, "provenance": _provenance, "claims": _claims, "finding": _finding, "claim": _claim,
         "configs": _configs, "value": _value, "study": _study, "calibration": _calibration,
-        "family": _family, "count": _count, "checks": _checks, "waiting": _waiting}
+        "family": _family, "count": _count, "checks": _checks, "waiting": _waiting,
+        "spent": _spent}

@@ -63,6 +63,17 @@ class StudyData:
     def name(self) -> str:
         return self.study["name"]
 
+    def trial_seconds(self) -> pd.Series:
+        """Seconds of machine time per trial (indexed by trial_key): its last evaluation's clock over the
+        seeds packed with it (a pack's members share one clock); trials with no clock are left out."""
+        ev = self.evaluations
+        if "wall_s" not in ev.columns or ev.empty:
+            return pd.Series(dtype=float)
+        last = ev.sort_values(["trial_key", "step"]).drop_duplicates("trial_key", keep="last").set_index("trial_key")
+        pack = last["pack_size"].fillna(1) if "pack_size" in last.columns else 1
+        per = (last["wall_s"] / pack).dropna()
+        return per[per > 0]
+
 
 # ---- flattening -----------------------------------------------------------------------------------
 

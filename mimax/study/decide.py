@@ -90,15 +90,8 @@ def _run_seeds(data, configs: list[str], below: int | None = None) -> int:
 
 
 def _per_trial_seconds(data) -> float | None:
-    """Median seconds of one trial of the study, one at a time: its last evaluation's clock over the
-    seeds packed with it."""
-    ev = data.evaluations
-    if "wall_s" not in ev.columns or ev.empty:
-        return None
-    last = ev.sort_values(["trial_key", "step"]).drop_duplicates("trial_key", keep="last")
-    pack = last["pack_size"] if "pack_size" in last.columns else 1
-    per = (last["wall_s"] / pack).dropna()
-    per = per[per > 0]
+    """Median seconds of one trial of the study, one at a time (StudyData.trial_seconds)."""
+    per = data.trial_seconds()
     return float(statistics.median(per)) if len(per) else None
 
 

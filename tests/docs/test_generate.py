@@ -181,6 +181,42 @@ def test_family_and_count_fields(source, verified):
         rendered(source, "{{count hold}}")
 
 
+def test_spent_gives_each_findings_seeds_machine_time_and_verdict_at_the_first_look(planted, source, verified,
+                                                                                     tmp_path):
+    out = rendered(source, "{{spent 3}}").splitlines()
+    assert out[0] == ("| finding | studies read | seeds per configuration | machine time (h) | verdict at 3 seeds | "
+                      "verdict now |")
+    body = {line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("|").split(" | ")] for line in out[2:]}
+    assert list(body) == [f["finding"] for f in verified["findings"]]
+    # the oracle for the first look: the same database with every trial of seed 3 and above deleted, verified
+    cut = tmp_path / "cut.db"
+    shutil.copy(planted[0], cut)
+    with closing_sql(cut) as con:
+        con.execute("DELETE FROM mimax_evaluations WHERE trial_id IN (SELECT id FROM mimax_trials WHERE seed >= 3)")
+        con.execute("DELETE FROM mimax_trials WHERE seed >= 3")
+    out3 = io.StringIO()
+    with contextlib.redirect_stdout(out3):
+        mimax_main(["verify", "paper", "--db", f"sqlite:///{cut}", "--json"])
+    at3 = {f["finding"]: f["verdict"] for f in json.loads(out3.getvalue())["findings"]}
+    for f in verified["findings"]:
+        row = body[f["finding"]]
+        studies = sorted({c["study"] for c in verified["claims"] if c["finding"] == f["finding"] and c["kind"] == "finding"})
+        assert row[1] == ", ".join(studies) and row[4] == at3[f["finding"]] and row[5] == f["verdict"]
+        seconds = 0.0  # each trial's last evaluation's clock over its pack size, in SQL
+        with closing_sql(planted[0]) as con:
+            for study in studies:
+                seconds += con.execute(
+                    "SELECT COALESCE(SUM(e.wall_s / COALESCE(json_extract(e.metrics, '$.pack_size'), 1)), 0) "
+                    "FROM mimax_evaluations e JOIN mimax_trials t ON t.id = e.trial_id "
+                    "JOIN mimax_studies s ON s.id = t.study_id WHERE s.name = ? AND e.wall_s > 0 AND e.step = "
+                    "(SELECT MAX(step) FROM mimax_evaluations WHERE trial_id = e.trial_id)", (study,)).fetchone()[0]
+        assert float(row[3]) == pytest.approx(seconds / 3600, abs=0.006)
+    # planted with 5 seeds: the first look reads 3 of them, and fig3 holds under one probe only at both
+    assert body["fig3 critics"][2] == "5" and seconds >= 0
+    with pytest.raises(ConfigError, match="spent takes SEEDS, a whole number ≥ 2, not '1'"):
+        rendered(source, "{{spent 1}}")
+
+
 def test_checks_are_a_table_apart_with_the_census_of_each(planted, source, verified):
     out = rendered(source, "{{checks}}").splitlines()
     assert out[0] == "| check | what it checks | evaluations | largest excess over the limit | result |"

@@ -264,9 +264,16 @@ class Database:
         tables carry no revision, or one newer than this mimax knows."""
         from alembic.runtime.migration import MigrationContext
 
+        def read() -> str | None:
+            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
         try:
-            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            current = read()
             tables = set(sa.inspect(conn).get_table_names()) if current is None else set()
+            if current is None and Study.__tablename__ in tables:
+                # a peer's migration (tables and revision, one transaction) may have committed between the
+                # two reads: on PostgreSQL each statement sees the latest commits, so read the revision again
+                current = read()
         except sa_exc.DBAPIError as e:  # e.g. a file that is not a SQLite database
             raise self.error(f"cannot read {self.shown}", e) from None
         if current is None:

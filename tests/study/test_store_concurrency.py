@@ -132,3 +132,25 @@ def test_processes_racing_to_create_the_schema(backend, request, tmp_path):
     store = Store(url, create=False)
     assert store.schema_version() == head_revision()
     store.close()
+
+
+def test_a_peer_committing_between_the_revision_and_the_table_reads_is_no_foreign_database(sqlite_url, monkeypatch):
+    """The PostgreSQL race of test_processes_racing_to_create_the_schema, made deterministic: the first read
+    of the revision misses it (a peer's migration had not committed yet), the table list then shows the
+    peer's tables. That is a mimax database at head, not 'mimax tables with no revision' (an error before)."""
+    from alembic.runtime.migration import MigrationContext
+
+    Store(sqlite_url).close()  # the peer's migration, committed
+    real = MigrationContext.get_current_revision
+    calls = []
+
+    def first_misses(self):
+        calls.append(1)
+        return None if len(calls) == 1 else real(self)
+
+    monkeypatch.setattr(MigrationContext, "get_current_revision", first_misses)
+    store = Store(sqlite_url, create=False)
+    try:
+        assert store.schema_version() == head_revision() and len(calls) >= 2
+    finally:
+        store.close()

@@ -439,7 +439,10 @@ def _spent(source, args, opts) -> str:
     configuration are read (mimax decide's first look) beside its verdict on every seed."""
     if not args[0].isdigit() or int(args[0]) < 2:
         raise PlaceholderError(f"spent takes SEEDS, a whole number ≥ 2, not {args[0]!r}")
-    before = {f["finding"]: f["verdict"] for f in source.verification_at(int(args[0])).findings()}
+    def said(f) -> str:  # the finding's verdict and its claims' counts (a claim can move inside one verdict)
+        return f"{f['verdict']} ({f['holds']} / {f['fails']} / {f['inconclusive']} / {f['untestable']})"
+
+    before = {f["finding"]: said(f) for f in source.verification_at(int(args[0])).findings()}
     rows = []
     for f in source.verification.findings():
         ds = [d for d in source.verification.claims if d.claim.finding == f["finding"]]
@@ -448,9 +451,9 @@ def _spent(source, args, opts) -> str:
         hours = sum(float(source.data(s).trial_seconds().sum()) for s in studies) / 3600
         rows.append([f["finding"], ", ".join(studies),
                      "–" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}",
-                     number(hours, ".2f"), before.get(f["finding"], "–"), f["verdict"]])
+                     number(hours, ".2f"), before.get(f["finding"], "–"), said(f)])
     return table(["finding", "studies read", "seeds per configuration", "machine time (h)",
-                  f"verdict at {args[0]} seeds", "verdict now"], rows)
+                  f"verdict at {args[0]} seeds (claims: hold / fail / inconclusive / untestable)", "verdict now"], rows)
 
 
 def _provenance(source, args, opts) -> str:

@@ -184,8 +184,8 @@ def test_family_and_count_fields(source, verified):
 def test_spent_gives_each_findings_seeds_machine_time_and_verdict_at_the_first_look(planted, source, verified,
                                                                                      tmp_path):
     out = rendered(source, "{{spent 3}}").splitlines()
-    assert out[0] == ("| finding | studies read | seeds per configuration | machine time (h) | verdict at 3 seeds | "
-                      "verdict now |")
+    assert out[0] == ("| finding | studies read | seeds per configuration | machine time (h) | verdict at 3 seeds "
+                      "(claims: hold / fail / inconclusive / untestable) | verdict now |")
     body = {line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("|").split(" | ")] for line in out[2:]}
     assert list(body) == [f["finding"] for f in verified["findings"]]
     # the oracle for the first look: the same database with every trial of seed 3 and above deleted, verified
@@ -197,11 +197,14 @@ def test_spent_gives_each_findings_seeds_machine_time_and_verdict_at_the_first_l
     out3 = io.StringIO()
     with contextlib.redirect_stdout(out3):
         mimax_main(["verify", "paper", "--db", f"sqlite:///{cut}", "--json"])
-    at3 = {f["finding"]: f["verdict"] for f in json.loads(out3.getvalue())["findings"]}
+    def said(f):
+        return f"{f['verdict']} ({f['holds']} / {f['fails']} / {f['inconclusive']} / {f['untestable']})"
+
+    at3 = {f["finding"]: said(f) for f in json.loads(out3.getvalue())["findings"]}
     for f in verified["findings"]:
         row = body[f["finding"]]
         studies = sorted({c["study"] for c in verified["claims"] if c["finding"] == f["finding"] and c["kind"] == "finding"})
-        assert row[1] == ", ".join(studies) and row[4] == at3[f["finding"]] and row[5] == f["verdict"]
+        assert row[1] == ", ".join(studies) and row[4] == at3[f["finding"]] and row[5] == said(f)
         seconds = 0.0  # each trial's last evaluation's clock over its pack size, in SQL
         with closing_sql(planted[0]) as con:
             for study in studies:
